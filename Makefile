@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` and `make test`.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.requirements-stamp
+PYTHON  ?= python3
+
+.PHONY: venv demo test clean
+
+# Re-run maturin every time: ~2 s warm, and it picks up edits under src/ and python/.
+venv: $(STAMP)
+	env -u CONDA_PREFIX VIRTUAL_ENV="$(CURDIR)/$(VENV)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+		$(VENV)/bin/maturin develop --release --quiet
+
+# Only when requirements-dev.txt changed (or the venv is new).
+$(STAMP): requirements-dev.txt
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+		echo "python3 has no ensurepip: installing python3-venv"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	fi
+	@test -x $(PY) || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+demo: venv
+	$(PY) scripts/demo.py
+
+# cargo test must not build pyo3 as an extension module (undefined Py* symbols at link).
+test: venv
+	env -u PYO3_BUILD_EXTENSION_MODULE cargo test
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV)

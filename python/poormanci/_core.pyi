@@ -1,0 +1,44 @@
+"""Type stubs for the native core (src/lib.rs)."""
+
+from typing import Any, Mapping
+
+class ConfigError(ValueError):
+    """The configuration is wrong; ``problems`` lists every problem, one line each,
+    e.g. ``poormanci.projects['pungi'][0].token: missing``."""
+
+    problems: list[str]
+
+def check_config(config: Mapping[str, Any]) -> list[str]:
+    """Every problem of a fedmsg config dict (the whole merged dict), [] when it is fine."""
+
+def read_status(state_dir: str) -> dict[str, Any]:
+    """What the state store in ``state_dir`` holds: runs not finished, tasks
+    waiting or retrying and their last errors. Read-only; safe while a hub runs."""
+
+class Core:
+    """The engine: config, state store, a tokio runtime with the HTTP clients.
+
+    One per process. Building it checks the config (ConfigError), opens the
+    state store and resumes the work left there by an earlier run.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None: ...
+    def topics(self) -> list[str]:
+        """The bus topics to subscribe to (prefixes), from the config."""
+
+    def handle(self, topic: str, envelope: Any) -> None:
+        """Take one bus message and return at once; the work runs on the core's
+        own threads. ``envelope`` is the fedmsg envelope ``{"msg", "msg_id", ...}``
+        (any value is accepted: bad input is logged and dropped, never raised)."""
+
+    def explain(self, topic: str, envelope: Any) -> list[str]:
+        """What ``handle`` would decide for this message, one line per decision,
+        without doing anything (for ``poormanci replay --dry-run``)."""
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no task is due or running (retries waiting for later do
+        not count); False if ``timeout`` seconds passed first."""
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop taking work, let requests in flight finish for up to ``timeout``
+        seconds; what is left stays recorded for the next start."""

@@ -1,0 +1,381 @@
+//! The `poormanci.*` keys of the fedmsg config, checked once at start.
+//!
+//! Checking walks the raw JSON value by hand so that every problem is
+//! reported at once, each on one line that names the key and what was
+//! expected (`poormanci.projects['pungi'][0].token: missing`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use url::Url;
+
+pub const DEFAULT_PAGURE_TOPIC: &str = "io.pagure.prod.pagure";
+pub const DEFAULT_JENKINS_TOPIC: &str = "org.fedoraproject.prod.jenkins";
+
+/// A credential: shown as `***` by Debug and Display so it never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// What both HTTP peers share: where, how long to wait, how to trust TLS.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub url: Url,
+    pub topic: String,
+    pub timeout: Duration,
+    pub ca_bundle: Option<PathBuf>,
+    pub insecure: bool,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PagureConfig {
+    pub peer: PeerConfig,
+    pub token: Secret,
+    pub flag_name: String,
+    pub comment: bool,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JenkinsConfig {
+    pub peer: PeerConfig,
+    /// HTTP basic auth (user, API token), when both are set.
+    pub auth: Option<(String, Secret)>,
+    pub follow: bool,
+    pub poll_min: Duration,
+    pub poll_max: Duration,
+    pub queue_timeout: Duration,
+    pub build_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobConfig {
+    /// Job path, `folder/job` for a job in a folder.
+    pub job: String,
+    pub token: Secret,
+    /// The name Jenkins' bus messages give this job.
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub pagure: PagureConfig,
+    pub jenkins: JenkinsConfig,
+    /// Pagure path `[namespace/]name` -> jobs.
+    pub projects: BTreeMap<String, Vec<JobConfig>>,
+    pub state_dir: PathBuf,
+    pub retry_deadline: Duration,
+}
+
+impl Config {
+    /// Check the whole merged fedmsg config; `Err` holds every problem.
+    pub fn from_value(root: &Value) -> Result<Config, Vec<String>> {
+        let mut c = Checker::default();
+        let root = match root.as_object() {
+            Some(root) => root,
+            None => return Err(vec!["config: expected a dict".into()]),
+        };
+        let pagure = c.section(root, "poormanci.pagure");
+        let jenkins = c.section(root, "poormanci.jenkins");
+        let pagure_peer = c.peer("poormanci.pagure", &pagure, DEFAULT_PAGURE_TOPIC);
+        let token = c.req_str("poormanci.pagure", &pagure, "token");
+        let flag_name = c.opt_str("poormanci.pagure", &pagure, "flag_name");
+        let comment = c.opt_bool("poormanci.pagure", &pagure, "comment", true);
+        let user = c.opt_str("poormanci.pagure", &pagure, "user");
+
+        let jenkins_peer = c.peer("poormanci.jenkins", &jenkins, DEFAULT_JENKINS_TOPIC);
+
+        let j_user = c.opt_str("poormanci.jenkins", &jenkins, "user");
+        let j_api = c.opt_str("poormanci.jenkins", &jenkins, "api_token");
+        let auth = match (j_user, j_api) {
+            (Some(u), Some(t)) => Some((u, Secret(t))),
+            (None, None) => None,
+            _ => {
+                c.problem("poormanci.jenkins.user/api_token: set both or neither");
+                None
+            }
+        };
+        let follow = c.opt_bool("poormanci.jenkins", &jenkins, "follow", true);
+        let poll_min = c.duration("poormanci.jenkins", &jenkins, "poll_min", 5.0);
+        let poll_max = c.duration("poormanci.jenkins", &jenkins, "poll_max", 60.0);
+        if poll_max < poll_min {
+            c.problem("poormanci.jenkins.poll_max: must not be less than poll_min");
+        }
+        let queue_timeout = c.duration("poormanci.jenkins", &jenkins, "queue_timeout", 3600.0);
+        let build_timeout = c.duration("poormanci.jenkins", &jenkins, "build_timeout", 21600.0);
+
+        let projects = c.projects(root.get("poormanci.projects"));
+        let state_dir = match root.get("poormanci.state_dir") {
+            Some(Value::String(s)) if !s.is_empty() => Some(PathBuf::from(s)),
+            None | Some(Value::Null) => c.missing("poormanci.state_dir", "a directory path"),
+            Some(_) => c.wrong("poormanci.state_dir", "a directory path"),
+        };
+        let retry_deadline = c.duration_at("poormanci.retry_deadline", root.get("poormanci.retry_deadline"), 3600.0);
+
+        if !c.problems.is_empty() {
+            return Err(c.problems);
+        }
+        // Every Option below is Some: a None recorded a problem above.
+        Ok(Config {
+            pagure: PagureConfig {
+                peer: pagure_peer.unwrap(),
+                token: Secret(token.unwrap()),
+                flag_name: flag_name.unwrap_or_else(|| "Jenkins".into()),
+                comment,
+                user,
+            },
+            jenkins: JenkinsConfig {
+                peer: jenkins_peer.unwrap(),
+                auth,
+                follow,
+                poll_min,
+                poll_max,
+                queue_timeout,
+                build_timeout,
+            },
+            projects,
+            state_dir: state_dir.unwrap(),
+            retry_deadline,
+        })
+    }
+
+    /// The topic prefixes to subscribe to.
+    pub fn topics(&self) -> Vec<String> {
+        vec![
+            format!("{}.pull-request.", self.pagure.peer.topic),
+            format!("{}.build.", self.jenkins.peer.topic),
+        ]
+    }
+
+    /// Jobs whose bus messages carry this display name.
+    pub fn jobs_named<'a>(&'a self, display_name: &'a str) -> impl Iterator<Item = (&'a str, &'a JobConfig)> + 'a {
+        self.projects
+            .iter()
+            .flat_map(|(p, jobs)| jobs.iter().map(move |j| (p.as_str(), j)))
+            .filter(move |(_, j)| j.display_name == display_name)
+    }
+
+    pub fn job(&self, project: &str, job: &str) -> Option<&JobConfig> {
+        self.projects.get(project)?.iter().find(|j| j.job == job)
+    }
+}
+
+/// The default display name Jenkins' fedmsg notifier uses: the job's name,
+/// or for a job in a folder the top folder's name.
+fn default_display_name(job: &str) -> String {
+    job.split('/').next().unwrap_or(job).to_string()
+}
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<String>,
+}
+
+type Section = Map<String, Value>;
+
+impl Checker {
+    fn problem(&mut self, p: impl Into<String>) {
+        self.problems.push(p.into());
+    }
+
+    fn missing<T>(&mut self, key: &str, expected: &str) -> Option<T> {
+        self.problem(format!("{key}: missing (expected {expected})"));
+        None
+    }
+
+    fn wrong<T>(&mut self, key: &str, expected: &str) -> Option<T> {
+        self.problem(format!("{key}: expected {expected}"));
+        None
+    }
+
+    fn section(&mut self, root: &Section, key: &str) -> Section {
+        match root.get(key) {
+            Some(Value::Object(m)) => m.clone(),
+            None | Some(Value::Null) => self.missing(key, "a dict").unwrap_or_default(),
+            Some(_) => self.wrong(key, "a dict").unwrap_or_default(),
+        }
+    }
+
+    fn req_str(&mut self, sect: &str, m: &Section, key: &str) -> Option<String> {
+        let full = format!("{sect}.{key}");
+        match m.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            None | Some(Value::Null) => self.missing(&full, "a string"),
+            Some(_) => self.wrong(&full, "a non-empty string"),
+        }
+    }
+
+    fn opt_str(&mut self, sect: &str, m: &Section, key: &str) -> Option<String> {
+        match m.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(_) => self.wrong(&format!("{sect}.{key}"), "a non-empty string or None"),
+        }
+    }
+
+    fn opt_bool(&mut self, sect: &str, m: &Section, key: &str, default: bool) -> bool {
+        match m.get(key) {
+            None | Some(Value::Null) => default,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => self.wrong(&format!("{sect}.{key}"), "True or False").unwrap_or(default),
+        }
+    }
+
+    fn duration(&mut self, sect: &str, m: &Section, key: &str, default: f64) -> Duration {
+        self.duration_at(&format!("{sect}.{key}"), m.get(key), default)
+    }
+
+    fn duration_at(&mut self, key: &str, v: Option<&Value>, default: f64) -> Duration {
+        match v {
+            None | Some(Value::Null) => Duration::from_secs_f64(default),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(s) if s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
+                _ => self.wrong(key, "a positive number of seconds").unwrap_or_default(),
+            },
+            Some(_) => self.wrong(key, "a positive number of seconds").unwrap_or_default(),
+        }
+    }
+
+    fn peer(&mut self, sect: &str, m: &Section, default_topic: &str) -> Option<PeerConfig> {
+        let url = match self.req_str(sect, m, "url") {
+            Some(s) => match Url::parse(&s) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
+                _ => self.wrong(&format!("{sect}.url"), "an http:// or https:// URL"),
+            },
+            None => None,
+        };
+        let topic = self.opt_str(sect, m, "topic").unwrap_or_else(|| default_topic.to_string());
+        let topic = topic.trim_end_matches('.').to_string();
+        let timeout = self.duration(sect, m, "timeout", 30.0);
+        let ca_bundle = self.opt_str(sect, m, "ca_bundle").map(PathBuf::from);
+        let insecure = self.opt_bool(sect, m, "insecure", false);
+        let concurrency = match m.get("concurrency") {
+            None | Some(Value::Null) => 32,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=1024).contains(&n) => n as usize,
+                _ => self.wrong(&format!("{sect}.concurrency"), "a whole number from 1 to 1024").unwrap_or(32),
+            },
+        };
+        Some(PeerConfig { url: url?, topic, timeout, ca_bundle, insecure, concurrency })
+    }
+
+    fn projects(&mut self, v: Option<&Value>) -> BTreeMap<String, Vec<JobConfig>> {
+        const KEY: &str = "poormanci.projects";
+        let mut out = BTreeMap::new();
+        let map = match v {
+            Some(Value::Object(m)) => m,
+            None | Some(Value::Null) => return self.missing(KEY, "a dict of project -> list of jobs").unwrap_or_default(),
+            Some(_) => return self.wrong(KEY, "a dict of project -> list of jobs").unwrap_or_default(),
+        };
+        for (project, jobs) in map {
+            let pkey = format!("{KEY}[{project:?}]").replace('"', "'");
+            if !valid_project_path(project) {
+                self.problem(format!("{pkey}: expected a Pagure path \"name\" or \"namespace/name\""));
+                continue;
+            }
+            let list = match jobs {
+                Value::Array(list) if !list.is_empty() => list,
+                _ => {
+                    self.problem(format!("{pkey}: expected a non-empty list of jobs"));
+                    continue;
+                }
+            };
+            let mut parsed = Vec::new();
+            for (i, job) in list.iter().enumerate() {
+                let jkey = format!("{pkey}[{i}]");
+                let Some(m) = job.as_object() else {
+                    self.problem(format!("{jkey}: expected a dict with \"job\" and \"token\""));
+                    continue;
+                };
+                let name = self.req_str(&jkey, m, "job");
+                if let Some(n) = &name {
+                    if n.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+                        self.problem(format!("{jkey}.job: expected a job path like \"job\" or \"folder/job\""));
+                    }
+                }
+                let token = self.req_str(&jkey, m, "token");
+                let display = self.opt_str(&jkey, m, "display_name");
+                if let (Some(job), Some(token)) = (name, token) {
+                    let display_name = display.unwrap_or_else(|| default_display_name(&job));
+                    parsed.push(JobConfig { job, token: Secret(token), display_name });
+                }
+            }
+            out.insert(project.clone(), parsed);
+        }
+        out
+    }
+}
+
+fn valid_project_path(p: &str) -> bool {
+    let parts: Vec<&str> = p.split('/').collect();
+    (1..=2).contains(&parts.len()) && parts.iter().all(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn good() -> Value {
+        json!({
+            "poormanci.enabled": true,
+            "poormanci.pagure": {"url": "https://pagure.io", "token": "T0K"},
+            "poormanci.jenkins": {"url": "https://jenkins.example.org"},
+            "poormanci.projects": {
+                "pungi": [{"job": "pungi-pr", "token": "BEEFCAFE"}],
+                "rpms/python-foo": [{"job": "folder/python-foo", "token": "x"}],
+            },
+            "poormanci.state_dir": "/var/lib/poormanci",
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_value(&good()).unwrap();
+        assert_eq!(c.pagure.peer.topic, DEFAULT_PAGURE_TOPIC);
+        assert_eq!(c.jenkins.peer.topic, DEFAULT_JENKINS_TOPIC);
+        assert_eq!(c.pagure.flag_name, "Jenkins");
+        assert!(c.pagure.comment && c.jenkins.follow);
+        assert_eq!(c.projects["rpms/python-foo"][0].display_name, "folder");
+        assert_eq!(c.topics(), ["io.pagure.prod.pagure.pull-request.", "org.fedoraproject.prod.jenkins.build."]);
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let mut v = good();
+        v["poormanci.projects"]["pungi"][0].as_object_mut().unwrap().remove("token");
+        v["poormanci.jenkins"]["url"] = json!("ftp://x");
+        v["poormanci.pagure"]["comment"] = json!("yes");
+        let errs = Config::from_value(&v).unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "poormanci.pagure.comment: expected True or False",
+                "poormanci.jenkins.url: expected an http:// or https:// URL",
+                "poormanci.projects['pungi'][0].token: missing (expected a string)",
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let c = Config::from_value(&good()).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("T0K") && !shown.contains("BEEFCAFE"), "{shown}");
+    }
+}

@@ -1,0 +1,481 @@
+//! The one thread that owns the state: messages and task results come in
+//! on a channel, go through the policy, and become rows in the store; due
+//! tasks go out to the tokio runtime. Owning the store on one thread makes
+//! every decision atomic without locks.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::runtime::Handle;
+
+use crate::config::Config;
+use crate::event::Message;
+use crate::http::PeerError;
+use crate::jenkins::QueueState;
+use crate::policy::{self, Decision, FlagReport, Head, Outcome};
+use crate::store::{Run, Store, Task};
+use crate::worker::{self, Peers, TaskResult};
+
+/// Tasks in flight at most; the per-peer limits apply inside.
+const MAX_IN_FLIGHT: usize = 256;
+/// Inputs handled in one store transaction at most.
+const BATCH: usize = 512;
+/// Follows have no retry deadline of their own: the queue and build timeouts end them.
+const NEVER: f64 = 1e15;
+
+pub enum Input {
+    Message(Message),
+    Done { task: i64, result: TaskResult },
+    Explain(Message, Sender<Vec<String>>),
+    /// Answers true when no task is running or due.
+    Idle(Sender<bool>),
+    /// Stop dispatching; leave once the tasks in flight are done or at the deadline.
+    Close(Instant),
+}
+
+pub fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+}
+
+pub struct Engine {
+    cfg: Arc<Config>,
+    store: Store,
+    /// None in dry-run: decisions are recorded, nothing is sent.
+    peers: Option<Arc<Peers>>,
+    rt: Handle,
+    tx: SyncSender<Input>,
+    /// Task ids in flight, with the key that serializes them (one flag
+    /// request at a time per PR and job, so an old pending cannot land last).
+    in_flight: HashMap<i64, Option<String>>,
+    busy_keys: HashSet<String>,
+    closing: Option<Instant>,
+    last_prune: f64,
+}
+
+impl Engine {
+    pub fn new(cfg: Arc<Config>, store: Store, peers: Option<Arc<Peers>>, rt: Handle, tx: SyncSender<Input>) -> Engine {
+        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0 }
+    }
+
+    pub fn run(mut self, rx: Receiver<Input>) {
+        loop {
+            let wait = self.next_wakeup();
+            let mut batch = Vec::new();
+            match rx.recv_timeout(wait) {
+                Ok(input) => batch.push(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(input) => batch.push(input),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.store.begin() {
+                error!("state store: cannot start a transaction: {e}");
+            }
+            for input in batch {
+                // A bug must cost one input, never the engine thread.
+                if catch_unwind(AssertUnwindSafe(|| self.input(input))).is_err() {
+                    error!("internal error while handling an input; it was dropped (see the panic message above)");
+                }
+            }
+            if let Err(e) = self.store.commit() {
+                error!("state store: cannot commit: {e}");
+            }
+            if let Some(deadline) = self.closing {
+                if self.in_flight.is_empty() || Instant::now() >= deadline {
+                    return;
+                }
+                continue;
+            }
+            self.housekeeping();
+            self.dispatch();
+        }
+    }
+
+    fn next_wakeup(&self) -> Duration {
+        if self.closing.is_some() {
+            return Duration::from_millis(50);
+        }
+        let next = self.store.next_due().ok().flatten().unwrap_or(f64::MAX);
+        Duration::from_secs_f64((next - now()).clamp(0.005, 1.0))
+    }
+
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Message(msg) => self.message(msg),
+            Input::Done { task, result } => self.done(task, result),
+            Input::Explain(msg, reply) => {
+                let _ = reply.send(self.explain(&msg));
+            }
+            Input::Idle(reply) => {
+                let due = self.store.next_due().ok().flatten().is_some_and(|d| d <= now());
+                let _ = reply.send(self.in_flight.is_empty() && !due);
+            }
+            Input::Close(deadline) => self.closing = Some(deadline),
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let t = now();
+        if t - self.last_prune > 3600.0 {
+            self.last_prune = t;
+            if let Err(e) = self.store.prune(t) {
+                warn!("state store: pruning failed: {e}");
+            }
+        }
+    }
+
+    // ---- messages -------------------------------------------------------
+
+    fn message(&mut self, msg: Message) {
+        let id = msg.msg_id.as_deref().unwrap_or("-");
+        let t = now();
+        if let Some(msg_id) = &msg.msg_id {
+            match self.store.first_sight(msg_id, t) {
+                Ok(true) => {}
+                Ok(false) => return debug!("msg {id} {}: ignored: already handled (same msg_id)", msg.topic),
+                Err(e) => return error!("msg {id} {}: dropped: state store: {e}", msg.topic),
+            }
+        }
+        match policy::decide(&self.cfg, &msg, &self.store) {
+            Decision::Ignore(why) => debug!("msg {id} {}: ignored: {why}", msg.topic),
+            Decision::Refuse(why) => warn!("msg {id} {}: refused: {why}", msg.topic),
+            Decision::Trigger(specs) => {
+                for spec in specs {
+                    match self.store.add_run(&spec, t) {
+                        Ok(run) => {
+                            info!(
+                                "msg {id} {}: trigger {} for {}#{} at {} (run {run})",
+                                msg.topic,
+                                spec.job,
+                                spec.project,
+                                spec.pr,
+                                policy::short(spec.commit.as_deref())
+                            );
+                            self.add_task(run, "trigger", json!({}), t, t + self.cfg.retry_deadline.as_secs_f64());
+                        }
+                        Err(e) => error!("msg {id}: cannot record a run of {} for {}#{}: {e}", spec.job, spec.project, spec.pr),
+                    }
+                }
+            }
+            Decision::BuildFinished { jobs, number } => self.build_finished(id, &msg.topic, &jobs, number),
+        }
+    }
+
+    /// Jenkins says a build ended: make its run's follow look now, or find
+    /// out which run it is by the note poormanci gave as the cause.
+    fn build_finished(&mut self, id: &str, topic: &str, jobs: &[(String, String)], number: u64) {
+        let names: Vec<String> = jobs.iter().map(|(_, j)| j.clone()).collect();
+        let t = now();
+        let known = self.store.open_runs(&names, Some(number)).unwrap_or_default();
+        for run in &known {
+            debug!("msg {id} {topic}: build #{number} of {} is run {}: looking it up", run.job, run.id);
+            self.follow_now(run.id, t);
+        }
+        if !known.is_empty() {
+            return;
+        }
+        let waiting = self.store.open_runs(&names, None).unwrap_or_default();
+        if waiting.is_empty() {
+            return debug!("msg {id} {topic}: ignored: no run of {} is waiting for a build; not one of poormanci's", names.join(", "));
+        }
+        let mut asked = HashSet::new();
+        for run in waiting {
+            if asked.insert(run.job.clone()) {
+                debug!("msg {id} {topic}: build #{number} of {}: reading its cause to find the run", run.job);
+                self.add_task(run.id, "lookup", json!({"number": number}), t, t + self.cfg.retry_deadline.as_secs_f64());
+            }
+        }
+    }
+
+    fn follow_now(&mut self, run: i64, t: f64) {
+        match self.store.tasks_of_run(run, "follow") {
+            Ok(tasks) if !tasks.is_empty() => {
+                for task in tasks {
+                    let _ = self.store.set_due(task.id, t);
+                }
+            }
+            _ => self.add_task(run, "follow", json!({"polls": 0}), t, NEVER),
+        }
+    }
+
+    pub fn explain(&self, msg: &Message) -> Vec<String> {
+        match policy::decide(&self.cfg, msg, &self.store) {
+            Decision::Ignore(why) => vec![format!("ignore: {why}")],
+            Decision::Refuse(why) => vec![format!("refuse: {why}")],
+            Decision::Trigger(specs) => specs
+                .iter()
+                .map(|s| {
+                    format!(
+                        "trigger {} for {}#{} at {}: REPO={} BRANCH={} BRANCH_TO={}",
+                        s.job,
+                        s.project,
+                        s.pr,
+                        policy::short(s.commit.as_deref()),
+                        s.repo,
+                        s.branch,
+                        s.branch_to
+                    )
+                })
+                .collect(),
+            Decision::BuildFinished { jobs, number } => {
+                jobs.iter().map(|(p, j)| format!("look up build #{number} of {j} (project {p}) and report it")).collect()
+            }
+        }
+    }
+
+    // ---- tasks ----------------------------------------------------------
+
+    fn add_task(&mut self, run: i64, kind: &str, payload: Value, due: f64, deadline: f64) {
+        if let Err(e) = self.store.add_task(run, kind, &payload, due, deadline) {
+            error!("state store: cannot record a {kind} for run {run}: {e}");
+        }
+    }
+
+    fn add_flag(&mut self, run: &Run, flag: FlagReport) {
+        // The newest flag for a PR and job replaces any not yet sent.
+        for old in self.store.tasks_of_pr(&run.project, run.pr, &run.job, "flag").unwrap_or_default() {
+            if !self.in_flight.contains_key(&old) {
+                let _ = self.store.delete_task(old);
+            }
+        }
+        let t = now();
+        let payload = json!({"status": flag.status.as_str(), "percent": flag.percent, "text": flag.text, "url": flag.url});
+        self.add_task(run.id, "flag", payload, t, t + self.cfg.retry_deadline.as_secs_f64());
+    }
+
+    fn serial_key(task: &Task, run: &Run) -> Option<String> {
+        (task.kind == "flag").then(|| format!("{}#{}:{}", run.project, run.pr, run.job))
+    }
+
+    fn dispatch(&mut self) {
+        let Some(peers) = self.peers.clone() else { return };
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            return;
+        }
+        let due = match self.store.due_tasks(now(), MAX_IN_FLIGHT + self.in_flight.len()) {
+            Ok(due) => due,
+            Err(e) => return error!("state store: cannot read due tasks: {e}"),
+        };
+        for task in due {
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
+                break;
+            }
+            if self.in_flight.contains_key(&task.id) {
+                continue;
+            }
+            let run = match self.store.run(task.run) {
+                Ok(Some(run)) => run,
+                _ => {
+                    let _ = self.store.delete_task(task.id);
+                    continue;
+                }
+            };
+            let key = Self::serial_key(&task, &run);
+            if let Some(k) = &key {
+                if !self.busy_keys.insert(k.clone()) {
+                    continue;
+                }
+            }
+            self.in_flight.insert(task.id, key);
+            let (cfg, peers, tx, id) = (self.cfg.clone(), peers.clone(), self.tx.clone(), task.id);
+            let job = self.rt.spawn(worker::execute(cfg, peers, task, run));
+            // A second task reports back even if the first one panicked.
+            self.rt.spawn(async move {
+                let result = job.await.unwrap_or_else(|e| TaskResult::Failed(PeerError::Fatal(format!("internal error: {e}"))));
+                let _ = tx.send(Input::Done { task: id, result });
+            });
+        }
+    }
+
+    fn done(&mut self, id: i64, result: TaskResult) {
+        if let Some(Some(key)) = self.in_flight.remove(&id) {
+            self.busy_keys.remove(&key);
+        }
+        let (Ok(Some(task)), t) = (self.store.task(id), now()) else { return };
+        let Ok(Some(run)) = self.store.run(task.run) else {
+            let _ = self.store.delete_task(id);
+            return;
+        };
+        let what = format!("{} of run {} ({} for {}#{})", task.kind, run.id, run.job, run.project, run.pr);
+        match result {
+            TaskResult::Failed(PeerError::Retry(e)) if task.kind == "follow" => {
+                debug!("{what}: {e}; polling again later");
+                self.poll_again(&task, t);
+            }
+            TaskResult::Failed(PeerError::Retry(e)) if t < task.deadline => {
+                let delay = policy::retry_delay(task.attempts, rand::random::<f64>());
+                if task.attempts == 0 {
+                    warn!("{what} failed: {e}; retrying for up to {} s", (task.deadline - t) as u64);
+                } else {
+                    debug!("{what} failed again ({}): {e}; next try in {:.1} s", task.attempts + 1, delay.as_secs_f64());
+                }
+                let _ = self.store.retry_task(id, t + delay.as_secs_f64(), &task.payload, Some(&e));
+            }
+            TaskResult::Failed(e) => {
+                let _ = self.store.delete_task(id);
+                self.give_up(&task, &run, &what, e.message(), t);
+            }
+            TaskResult::Sent => {
+                debug!("{what}: done");
+                let _ = self.store.delete_task(id);
+            }
+            TaskResult::Triggered(item) => {
+                let _ = self.store.delete_task(id);
+                info!("{what}: queued as {}", item.as_ref().map_or("an existing queue item".into(), |q| format!("queue item {}", q.id)));
+                let _ = self.store.set_queued(run.id, item.map(|q| q.id));
+                let job_url = self.job_url(&run.job);
+                self.add_flag(&run, policy::pending_queued(&job_url));
+                if self.cfg.jenkins.follow {
+                    self.add_task(run.id, "follow", json!({"polls": 0}), t + self.cfg.jenkins.poll_min.as_secs_f64(), NEVER);
+                }
+            }
+            TaskResult::Queue(state) => self.queue_state(&task, &run, state, t),
+            TaskResult::Build(info) => {
+                if task.kind == "lookup" {
+                    let _ = self.store.delete_task(id);
+                    self.looked_up(&run, info, t);
+                } else if let Some(result) = info.result {
+                    let _ = self.store.delete_task(id);
+                    let outcome = Outcome::Finished { number: info.number, url: info.url, result: result.as_str().to_string() };
+                    self.finish(&run, outcome, t);
+                } else if t - run.started.unwrap_or(t) > self.cfg.jenkins.build_timeout.as_secs_f64() {
+                    let _ = self.store.delete_task(id);
+                    let after_secs = self.cfg.jenkins.build_timeout.as_secs();
+                    self.add_task(run.id, "cancel", json!({}), t, t + self.cfg.retry_deadline.as_secs_f64());
+                    self.finish(&run, Outcome::NotFinished { number: info.number, url: info.url, after_secs }, t);
+                } else {
+                    self.poll_again(&task, t);
+                }
+            }
+            TaskResult::Head(head) => {
+                let _ = self.store.delete_task(id);
+                self.report(&run, &task.payload, head);
+            }
+        }
+    }
+
+    fn poll_again(&mut self, task: &Task, t: f64) {
+        let polls = task.payload.get("polls").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let due = t + policy::poll_delay(&self.cfg, polls).as_secs_f64();
+        let _ = self.store.retry_task(task.id, due, &json!({"polls": polls + 1}), None);
+    }
+
+    fn queue_state(&mut self, task: &Task, run: &Run, state: QueueState, t: f64) {
+        match state {
+            QueueState::Waiting { .. } if t - run.created > self.cfg.jenkins.queue_timeout.as_secs_f64() => {
+                let _ = self.store.delete_task(task.id);
+                self.add_task(run.id, "cancel", json!({}), t, t + self.cfg.retry_deadline.as_secs_f64());
+                self.finish(run, Outcome::NotStarted { after_secs: self.cfg.jenkins.queue_timeout.as_secs() }, t);
+            }
+            QueueState::Waiting { .. } => self.poll_again(task, t),
+            QueueState::Started { number, url } => {
+                info!("run {} ({} for {}#{}): build #{number} started", run.id, run.job, run.project, run.pr);
+                // Recorded at once: Jenkins forgets the queue item minutes after the start.
+                let _ = self.store.set_started(run.id, number, &url, t);
+                self.add_flag(run, policy::pending_running(number, &url));
+                let _ = self.store.retry_task(task.id, t, &json!({"polls": 0}), None);
+            }
+            QueueState::Cancelled => {
+                let _ = self.store.delete_task(task.id);
+                self.finish(run, Outcome::QueueCancelled, t);
+            }
+            QueueState::Gone => {
+                let _ = self.store.delete_task(task.id);
+                let why = format!("Jenkins forgot queue item {} before its build was seen", run.queue_id.unwrap_or_default());
+                self.finish(run, Outcome::Lost { why }, t);
+            }
+        }
+    }
+
+    /// A build found from a bus message: it is ours only if its note names
+    /// a run of this job still waiting to learn its build number.
+    fn looked_up(&mut self, asked: &Run, info: crate::jenkins::BuildInfo, t: f64) {
+        let note = info.note.as_deref().unwrap_or_default();
+        let run = policy::run_in_note(note)
+            .and_then(|id| self.store.run(id).ok().flatten())
+            .filter(|r| policy::cause(&r.pr_url, r.id) == note && r.job == asked.job)
+            .filter(|r| r.state != "done" && r.build.is_none_or(|b| b == info.number));
+        let Some(run) = run else {
+            return debug!("build #{} of {}: not triggered by poormanci (cause {:?}); ignored", info.number, asked.job, info.note);
+        };
+        let _ = self.store.set_started(run.id, info.number, &info.url, t);
+        match info.result {
+            Some(result) => {
+                let outcome = Outcome::Finished { number: info.number, url: info.url, result: result.as_str().to_string() };
+                self.finish(&run, outcome, t);
+            }
+            None => self.follow_now(run.id, t + self.cfg.jenkins.poll_min.as_secs_f64()),
+        }
+    }
+
+    fn give_up(&mut self, task: &Task, run: &Run, what: &str, why: &str, t: f64) {
+        error!("{what} failed for good: {why}");
+        match task.kind.as_str() {
+            "trigger" => self.finish(run, Outcome::TriggerFailed { why: why.to_string() }, t),
+            "follow" => self.finish(run, Outcome::Lost { why: why.to_string() }, t),
+            "report" => {
+                // Without the PR's head, report as if it had not moved: a
+                // result is better than none.
+                self.report(run, &task.payload, None);
+            }
+            _ => {}
+        }
+    }
+
+    /// The run is over: exactly once, queue the report (which first reads
+    /// the PR's head to avoid a stale green).
+    fn finish(&mut self, run: &Run, outcome: Outcome, t: f64) {
+        let value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+        match self.store.finish(run.id, &value, t) {
+            Ok(true) => {
+                info!("run {} ({} for {}#{}): finished: {value}", run.id, run.job, run.project, run.pr);
+                self.add_task(run.id, "report", json!({"outcome": value}), t, t + self.cfg.retry_deadline.as_secs_f64());
+            }
+            Ok(false) => debug!("run {}: already finished and reported", run.id),
+            Err(e) => error!("state store: cannot finish run {}: {e}", run.id),
+        }
+    }
+
+    fn report(&mut self, run: &Run, payload: &Value, head: Option<String>) {
+        let Ok(outcome) = serde_json::from_value::<Outcome>(payload["outcome"].clone()) else {
+            return error!("run {}: unreadable outcome {payload}", run.id);
+        };
+        let newer = self.store.latest_run(&run.project, run.pr, &run.job).ok().flatten().is_some_and(|l| l != run.id);
+        let head = match (&run.commit, head) {
+            (Some(built), Some(head)) if *built != head => Head::MovedOn { head, rebuilding: newer },
+            _ => Head::Same,
+        };
+        let job_url = self.job_url(&run.job);
+        let mut report = policy::final_report(&self.cfg, &run.job, &job_url, run.commit.as_deref(), &outcome, &head);
+        if newer {
+            // A newer run of this PR and job owns the flag now.
+            report.flag = None;
+        }
+        let t = now();
+        if let Some(flag) = report.flag {
+            info!("run {} ({} for {}#{}): flag {} \"{}\"", run.id, run.job, run.project, run.pr, flag.status.as_str(), flag.text);
+            self.add_flag(run, flag);
+        }
+        if let Some(text) = report.comment {
+            self.add_task(run.id, "comment", json!({"text": text}), t, t + self.cfg.retry_deadline.as_secs_f64());
+        }
+    }
+
+    fn job_url(&self, job: &str) -> String {
+        format!("{}{}/", self.cfg.jenkins.peer.url.as_str().trim_end_matches('/'), crate::jenkins::job_path(job))
+    }
+}
+
+/// What `poormanci status` shows, read while a hub may be running.
+pub fn status_of(dir: &std::path::Path) -> Result<Value, String> {
+    let store = Store::open_read_only(dir).map_err(|e| format!("cannot read the state store in {}: {e}", dir.display()))?;
+    store.status().map_err(|e| format!("cannot read the state store in {}: {e}", dir.display()))
+}

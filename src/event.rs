@@ -1,0 +1,289 @@
+//! A typed view of the bus messages poormanci reacts to.
+//!
+//! Parsing reads only the fields it needs, through the small [`Node`] trait,
+//! so the same code reads a Python dict in place (no copy of a 5 MB comment
+//! list, no recursion into hostile nesting) and a `serde_json::Value` in tests
+//! and fuzzing.
+
+use crate::config::Config;
+
+/// Longest comment text read; a longer comment is neither a command nor a
+/// Pagure notification (those are a few lines).
+pub const MAX_COMMENT: usize = 64 * 1024;
+/// Longest value read for names, branches, URLs and the like.
+pub const MAX_FIELD: usize = 4096;
+
+/// Read access to a JSON-shaped value.
+pub trait Node: Sized {
+    /// The member `key` of a dict; None when this is not a dict, the key is
+    /// missing or its value is null.
+    fn get(&self, key: &str) -> Option<Self>;
+    /// A string of at most `max` bytes; None for other types or longer strings.
+    fn text(&self, max: usize) -> Option<String>;
+    fn uint(&self) -> Option<u64>;
+    fn boolean(&self) -> Option<bool>;
+    /// The last element of a list.
+    fn last(&self) -> Option<Self>;
+}
+
+impl Node for &serde_json::Value {
+    fn get(&self, key: &str) -> Option<Self> {
+        self.as_object()?.get(key).filter(|v| !v.is_null())
+    }
+    fn text(&self, max: usize) -> Option<String> {
+        self.as_str().filter(|s| s.len() <= max).map(str::to_owned)
+    }
+    fn uint(&self) -> Option<u64> {
+        self.as_u64()
+    }
+    fn boolean(&self) -> Option<bool> {
+        self.as_bool()
+    }
+    fn last(&self) -> Option<Self> {
+        self.as_array()?.last()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub msg_id: Option<String>,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    PullRequest(PrEvent),
+    /// Jenkins' fedmsg notifier: a build of a job ended (`status` is the last
+    /// topic word: passed, failed, unstable, aborted, notbuilt, unknown).
+    BuildFinished { display_name: String, number: u64, status: String },
+    /// Not a message poormanci acts on; the reason is logged at DEBUG.
+    NotOurs(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrEvent {
+    /// The topic after `pull-request.`: new, updated, rebased, comment.added, closed, …
+    pub action: String,
+    pub agent: Option<String>,
+    pub pr: PullRequest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrStatus {
+    Open,
+    Merged,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A branch of the project itself.
+    SameProject,
+    /// A fork `forks/<user>/[ns/]name`.
+    Fork { user: String },
+    /// A remote pull request from any git URL.
+    Remote { url: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    /// None when the text is longer than [`MAX_COMMENT`].
+    pub text: Option<String>,
+    pub notification: bool,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    /// The Pagure path `[namespace/]name` of the target project.
+    pub project: String,
+    /// The target project is itself a fork (`forks/<user>/...`).
+    pub target_is_fork: bool,
+    pub id: u64,
+    pub status: PrStatus,
+    pub branch: String,
+    pub branch_from: String,
+    /// The PR's tip; null in messages before 2016.
+    pub commit: Option<String>,
+    pub author: String,
+    pub source: Source,
+    pub last_comment: Option<Comment>,
+}
+
+/// Why a message could not be read: names the field, e.g. `pullrequest.id: expected a number`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+fn need<T>(v: Option<T>, field: &str, expected: &str) -> Result<T, Malformed> {
+    v.ok_or_else(|| Malformed(format!("{field}: expected {expected}")))
+}
+
+/// Read one bus message. `envelope` is fedmsg's `{"msg", "msg_id", ...}`.
+pub fn parse<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Result<Message, Malformed> {
+    let msg_id = envelope.get("msg_id").and_then(|v| v.text(MAX_FIELD));
+    let event = parse_event(cfg, topic, envelope)?;
+    Ok(Message { topic: topic.to_string(), msg_id, event })
+}
+
+fn parse_event<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Result<Event, Malformed> {
+    let pagure = format!("{}.pull-request.", cfg.pagure.peer.topic);
+    let jenkins = format!("{}.build.", cfg.jenkins.peer.topic);
+    if let Some(action) = topic.strip_prefix(&pagure) {
+        let body = need(envelope.get("msg"), "msg", "a dict")?;
+        // tag.* messages spell it "pull_request".
+        let pr = need(body.get("pullrequest").or_else(|| body.get("pull_request")), "msg.pullrequest", "a dict")?;
+        return Ok(Event::PullRequest(PrEvent {
+            action: action.to_string(),
+            agent: body.get("agent").and_then(|a| a.text(MAX_FIELD)),
+            pr: parse_pr(&pr)?,
+        }));
+    }
+    if let Some(status) = topic.strip_prefix(&jenkins) {
+        if status == "start" {
+            return Ok(Event::NotOurs("a build start is not a result".into()));
+        }
+        let body = need(envelope.get("msg"), "msg", "a dict")?;
+        let display_name = need(body.get("project").and_then(|p| p.text(MAX_FIELD)), "msg.project", "a job name")?;
+        let number = need(body.get("build").and_then(|b| b.uint()), "msg.build", "a build number")?;
+        return Ok(Event::BuildFinished { display_name, number, status: status.to_string() });
+    }
+    Ok(Event::NotOurs("not a topic poormanci listens to".into()))
+}
+
+fn name_of<N: Node>(node: &N, field: &str) -> Result<String, Malformed> {
+    need(node.get("name").and_then(|n| n.text(MAX_FIELD)), &format!("{field}.name"), "a string")
+}
+
+/// `[namespace/]name` of a project dict.
+fn project_path<N: Node>(node: &N, field: &str) -> Result<String, Malformed> {
+    let name = name_of(node, field)?;
+    Ok(match node.get("namespace").and_then(|n| n.text(MAX_FIELD)).filter(|n| !n.is_empty()) {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name,
+    })
+}
+
+pub fn parse_pr<N: Node>(pr: &N) -> Result<PullRequest, Malformed> {
+    let project = need(pr.get("project"), "pullrequest.project", "a dict")?;
+    let status = match pr.get("status") {
+        // Before 2016 the status was a boolean: open or not.
+        Some(s) => match (s.boolean(), s.text(32).as_deref()) {
+            (Some(true), _) | (_, Some("Open")) => PrStatus::Open,
+            (Some(false), _) | (_, Some("Closed")) => PrStatus::Closed,
+            (_, Some("Merged")) => PrStatus::Merged,
+            _ => return Err(Malformed("pullrequest.status: expected Open, Merged, Closed, true or false".into())),
+        },
+        None => return Err(Malformed("pullrequest.status: missing".into())),
+    };
+    let source = match pr.get("repo_from") {
+        Some(repo) if repo.get("parent").is_some() => {
+            let user = need(repo.get("user"), "pullrequest.repo_from.user", "a dict")?;
+            Source::Fork { user: name_of(&user, "pullrequest.repo_from.user")? }
+        }
+        Some(_) => Source::SameProject,
+        None => Source::Remote {
+            url: need(pr.get("remote_git").and_then(|u| u.text(MAX_FIELD)), "pullrequest.remote_git", "a git URL when repo_from is null")?,
+        },
+    };
+    let last_comment = pr.get("comments").and_then(|c| c.last()).map(|c| Comment {
+        text: c.get("comment").and_then(|t| t.text(MAX_COMMENT)),
+        notification: c.get("notification").and_then(|n| n.boolean()).unwrap_or(false),
+        user: c.get("user").and_then(|u| u.get("name")).and_then(|n| n.text(MAX_FIELD)),
+    });
+    let text = |key: &str| need(pr.get(key).and_then(|v| v.text(MAX_FIELD)), &format!("pullrequest.{key}"), "a string");
+    Ok(PullRequest {
+        project: project_path(&project, "pullrequest.project")?,
+        target_is_fork: project.get("parent").is_some(),
+        id: need(pr.get("id").and_then(|i| i.uint()), "pullrequest.id", "a number")?,
+        status,
+        branch: text("branch")?,
+        branch_from: text("branch_from")?,
+        commit: pr.get("commit_stop").and_then(|c| c.text(MAX_FIELD)),
+        author: name_of(&need(pr.get("user"), "pullrequest.user", "a dict")?, "pullrequest.user")?,
+        source,
+        last_comment,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{config, fixture};
+
+    fn parse_fixture(name: &str) -> Message {
+        let v = fixture(name);
+        parse(&config(), v["topic"].as_str().unwrap(), &&v).unwrap()
+    }
+
+    fn pr_of(m: &Message) -> &PullRequest {
+        match &m.event {
+            Event::PullRequest(e) => &e.pr,
+            other => panic!("not a PR event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_fixture_parses() {
+        for name in crate::testing::fixture_names() {
+            let v = fixture(&name);
+            let Some(topic) = v["topic"].as_str() else { continue };
+            // The fixtures use the dev and prod prefixes: read them with a matching config.
+            let mut cfg = config();
+            cfg.pagure.peer.topic = topic.split(".pull-request.").next().unwrap().to_string();
+            parse(&cfg, topic, &&v).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn new_pr_2016_from_a_fork() {
+        let m = parse_fixture("prod2016.pagure.pull-request.new.pungi-235");
+        assert_eq!(m.msg_id.as_deref(), Some("2016-4b71901b-5b39-4096-9c01-2e98efac7a37"));
+        let pr = pr_of(&m);
+        assert_eq!((pr.project.as_str(), pr.id, pr.status), ("pungi", 235, PrStatus::Open));
+        assert_eq!(pr.source, Source::Fork { user: "lsedlar".into() });
+        assert_eq!((pr.branch.as_str(), pr.branch_from.as_str()), ("master", "lorax-dir"));
+        assert_eq!(pr.commit, None);
+        assert_eq!(pr.last_comment, None);
+    }
+
+    #[test]
+    fn rebased_notification_is_the_last_comment() {
+        let m = parse_fixture("prod2016.pagure.pull-request.comment.added.rebased-notification.pagure-843");
+        let c = pr_of(&m).last_comment.clone().unwrap();
+        assert_eq!(c.text.as_deref(), Some("Pull-Request has been rebased"));
+        assert!(c.notification);
+    }
+
+    #[test]
+    fn jenkins_message() {
+        let mut cfg = config();
+        cfg.jenkins.peer.topic = "org.fedoraproject.prod.jenkins".into();
+        let v = fixture("jenkins.build.passed.1");
+        let m = parse(&cfg, v["topic"].as_str().unwrap(), &&v).unwrap();
+        assert_eq!(m.event, Event::BuildFinished { display_name: "fedora-mobile".into(), number: 174, status: "passed".into() });
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let cfg = config();
+        let topic = "io.pagure.prod.pagure.pull-request.new";
+        let mut v = fixture("prod2016.pagure.pull-request.new.pungi-235");
+        v["msg"]["pullrequest"]["id"] = serde_json::json!("235; rm -rf /");
+        assert_eq!(parse(&cfg, topic, &&v).unwrap_err().0, "pullrequest.id: expected a number");
+        for body in [serde_json::json!("a string"), serde_json::json!([1, 2]), serde_json::Value::Null, serde_json::json!({"msg": 3})] {
+            assert!(parse(&cfg, topic, &&body).is_err());
+        }
+    }
+
+    #[test]
+    fn huge_comment_is_not_read() {
+        let cfg = config();
+        let mut v = fixture("prod2016.pagure.pull-request.comment.added.rebased-notification.pagure-843");
+        let comments = v["msg"]["pullrequest"]["comments"].as_array_mut().unwrap();
+        comments.last_mut().unwrap()["comment"] = serde_json::json!("x".repeat(5 << 20));
+        let m = parse(&cfg, "io.pagure.prod.pagure.pull-request.comment.added", &&v).unwrap();
+        assert_eq!(pr_of(&m).last_comment.as_ref().unwrap().text, None);
+    }
+}

@@ -1,0 +1,489 @@
+//! Every rule of the product, as pure functions: which message triggers
+//! which builds, what a Jenkins result means on Pagure, how often to poll.
+//! No I/O here; the engine applies what these return.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::event::{Event, Message, PrStatus, PullRequest, Source};
+use crate::jenkins::BuildResult;
+use crate::pagure::FlagStatus;
+
+/// What poormanci already built, so that a push announced twice (the
+/// `updated` topic and its companion comment) builds once.
+pub trait History {
+    fn built(&self, project: &str, pr: u64, job: &str, commit: &str) -> bool;
+}
+
+/// One build to start: a job of a project, for one commit of one PR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    pub project: String,
+    pub pr: u64,
+    pub job: String,
+    pub commit: Option<String>,
+    pub repo: String,
+    pub branch: String,
+    pub branch_to: String,
+    pub pr_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do; the reason is logged at DEBUG.
+    Ignore(String),
+    /// Nothing to do, and someone should know (logged at WARNING).
+    Refuse(String),
+    Trigger(Vec<RunSpec>),
+    /// Jenkins says build `number` of one of these (project, job) ended.
+    BuildFinished { jobs: Vec<(String, String)>, number: u64 },
+}
+
+pub fn decide(cfg: &Config, msg: &Message, history: &impl History) -> Decision {
+    match &msg.event {
+        Event::NotOurs(why) => Decision::Ignore(why.clone()),
+        Event::BuildFinished { display_name, number, .. } => {
+            let jobs: Vec<_> = cfg.jobs_named(display_name).map(|(p, j)| (p.to_string(), j.job.clone())).collect();
+            if jobs.is_empty() {
+                Decision::Ignore(format!("Jenkins job {display_name:?} is not configured"))
+            } else {
+                Decision::BuildFinished { jobs, number: *number }
+            }
+        }
+        Event::PullRequest(e) => {
+            let pr = &e.pr;
+            let own = cfg.pagure.user.as_deref();
+            if own.is_some() && e.agent.as_deref() == own {
+                return Decision::Ignore("an echo of poormanci's own action".into());
+            }
+            let Some(jobs) = cfg.projects.get(&pr.project).filter(|_| !pr.target_is_fork) else {
+                return Decision::Ignore(format!("project {} is not configured", pr.project));
+            };
+            if let Err(why) = wants_build(&e.action, pr, own) {
+                return Decision::Ignore(why);
+            }
+            if pr.status != PrStatus::Open {
+                return Decision::Ignore(format!("{}#{} is {:?}", pr.project, pr.id, pr.status));
+            }
+            let spec = match run_spec(cfg, pr) {
+                Ok(spec) => spec,
+                Err(why) => return Decision::Refuse(format!("{}#{}: {why}; not built", pr.project, pr.id)),
+            };
+            let runs: Vec<RunSpec> = jobs
+                .iter()
+                .filter(|j| !matches!(&pr.commit, Some(c) if history.built(&pr.project, pr.id, &j.job, c)))
+                .map(|j| RunSpec { job: j.job.clone(), ..spec.clone() })
+                .collect();
+            if runs.is_empty() {
+                Decision::Ignore(format!("{}#{} at {} is already built", pr.project, pr.id, short(pr.commit.as_deref())))
+            } else {
+                Decision::Trigger(runs)
+            }
+        }
+    }
+}
+
+/// Does this pull-request message announce code to build?
+fn wants_build(action: &str, pr: &PullRequest, own_user: Option<&str>) -> Result<(), String> {
+    match action {
+        "new" | "updated" | "rebased" => Ok(()),
+        "comment.added" => {
+            let c = pr.last_comment.as_ref().ok_or("a comment.added without comments")?;
+            if !c.notification {
+                // Whatever it says: only Pagure writes notifications.
+                return Err("a comment by a person".into());
+            }
+            if own_user.is_some() && c.user.as_deref() == own_user {
+                return Err("poormanci's own comment".into());
+            }
+            match c.text.as_deref() {
+                Some(t) if is_update_notice(t) => Ok(()),
+                _ => Err("a Pagure notification that is not an update".into()),
+            }
+        }
+        other => Err(format!("pull-request.{other} does not trigger builds")),
+    }
+}
+
+/// Pagure's automatic comments that mean the PR's code changed, in all the
+/// wordings Pagure has used: "Pull-Request has been updated|rebased"
+/// (2016), "**N new commit(s) added**" and "rebased[ onto <hash>]" since.
+/// Close, merge, reopen and metadata notices are not updates.
+pub fn is_update_notice(text: &str) -> bool {
+    let t = text.trim();
+    let first = t.lines().next().unwrap_or("");
+    t == "Pull-Request has been updated"
+        || t == "Pull-Request has been rebased"
+        || t == "rebased"
+        || t.strip_prefix("rebased onto ").is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+        || (first.starts_with("**") && (first.ends_with(" new commit added**") || first.ends_with(" new commits added**")))
+}
+
+/// git's own rules for a branch name (`git check-ref-format --branch`), and
+/// no leading `-`, which a shell script would read as an option.
+pub fn valid_branch(name: &str) -> bool {
+    !name.starts_with('-')
+        && name.len() <= 255
+        && gix_validate::reference::name(format!("refs/heads/{name}").as_bytes().into()).is_ok()
+}
+
+/// A user or project name that may go into a URL path.
+fn safe_name(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with(['-', '.']) && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+}
+
+/// A remote PR's git URL: a plain http(s) or git URL, nothing git would run.
+fn valid_remote(url: &str) -> bool {
+    !url.starts_with('-')
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace())
+        && url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "https" | "http" | "git") && u.host_str().is_some())
+}
+
+fn run_spec(cfg: &Config, pr: &PullRequest) -> Result<RunSpec, String> {
+    for (what, b) in [("source branch", &pr.branch_from), ("target branch", &pr.branch)] {
+        if !valid_branch(b) {
+            return Err(format!("{what} {b:?} is not a valid git branch name"));
+        }
+    }
+    let base = cfg.pagure.peer.url.as_str().trim_end_matches('/');
+    let repo = match &pr.source {
+        Source::SameProject => format!("{base}/{}.git", pr.project),
+        Source::Fork { user } if safe_name(user) => format!("{base}/forks/{user}/{}.git", pr.project),
+        Source::Fork { user } => return Err(format!("fork owner {user:?} is not a valid user name")),
+        Source::Remote { url } if valid_remote(url) => url.clone(),
+        Source::Remote { url } => return Err(format!("remote {url:?} is not an http(s) or git URL")),
+    };
+    Ok(RunSpec {
+        project: pr.project.clone(),
+        pr: pr.id,
+        job: String::new(),
+        commit: pr.commit.clone(),
+        repo,
+        branch: pr.branch_from.clone(),
+        branch_to: pr.branch.clone(),
+        pr_url: format!("{base}/{}/pull-request/{}", pr.project, pr.id),
+    })
+}
+
+/// The `cause` given to Jenkins, kept as the build's remote-cause note: the
+/// PR's URL reads well in Jenkins' UI, the run number finds our record.
+pub fn cause(pr_url: &str, run: i64) -> String {
+    format!("{pr_url} [poormanci run {run}]")
+}
+
+/// The run number in a note written by [`cause`]; the caller checks that
+/// the whole note is that run's cause.
+pub fn run_in_note(note: &str) -> Option<i64> {
+    note.strip_suffix(']')?.rsplit_once(" [poormanci run ")?.1.parse().ok()
+}
+
+/// The flag's uid: one flag per (PR, job), updated in place from pending to
+/// its result. Pagure allows 32 characters; job paths can be longer, hence
+/// a hash (FNV-1a: stable across releases, unlike std's hasher).
+pub fn flag_uid(job: &str) -> String {
+    let hash = job.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("poormanci-{hash:016x}")
+}
+
+pub fn short(commit: Option<&str>) -> &str {
+    commit.map_or("an unknown commit", |c| &c[..c.len().min(8)])
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Finished { number: u64, url: String, result: String },
+    QueueCancelled,
+    NotStarted { after_secs: u64 },
+    NotFinished { number: u64, url: String, after_secs: u64 },
+    /// Jenkins refused the trigger, or never answered before the deadline.
+    TriggerFailed { why: String },
+    /// The build could not be followed (queue item forgotten, build deleted).
+    Lost { why: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagReport {
+    pub status: FlagStatus,
+    pub percent: Option<u8>,
+    pub text: String,
+    pub url: String,
+}
+
+/// Where the PR stands when a result comes in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    /// Still at the commit that was built (or either commit is unknown).
+    Same,
+    /// Moved on to `head` since; `rebuilding`: a newer run owns the flag.
+    MovedOn { head: String, rebuilding: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub flag: Option<FlagReport>,
+    pub comment: Option<String>,
+}
+
+pub fn pending_queued(job_url: &str) -> FlagReport {
+    FlagReport { status: FlagStatus::Pending, percent: None, text: "Build queued".into(), url: job_url.into() }
+}
+
+pub fn pending_running(number: u64, url: &str) -> FlagReport {
+    FlagReport { status: FlagStatus::Pending, percent: None, text: format!("Build #{number} running"), url: url.into() }
+}
+
+/// The flag and comment for a finished run.
+///
+/// No stale green: the flag always speaks for the PR's latest commit, so a
+/// result for an older commit never touches it; the comment then says
+/// plainly which commit the result is for.
+pub fn final_report(cfg: &Config, job: &str, job_url: &str, commit: Option<&str>, outcome: &Outcome, head: &Head) -> Report {
+    let (status, percent, text, url) = describe(outcome, commit, job_url);
+    let mut comment = format!("**{}**: {text} — job `{job}`, {url}", cfg.pagure.flag_name);
+    let flag = match head {
+        Head::Same => Some(FlagReport { status, percent, text, url }),
+        Head::MovedOn { head, rebuilding } => {
+            comment.push_str(&format!(
+                "\n\nThis result is for commit {}; the pull request has moved on to {}{}.",
+                short(commit),
+                short(Some(head)),
+                if *rebuilding { ", which is being built" } else { ", which is not built yet" }
+            ));
+            None
+        }
+    };
+    Report { flag, comment: cfg.pagure.comment.then_some(comment) }
+}
+
+fn describe(outcome: &Outcome, commit: Option<&str>, job_url: &str) -> (FlagStatus, Option<u8>, String, String) {
+    let of = commit.map(|c| format!(" (commit {})", short(Some(c)))).unwrap_or_default();
+    match outcome {
+        Outcome::Finished { number, url, result } => {
+            let (status, percent, word) = match BuildResult::parse(result) {
+                BuildResult::Success => (FlagStatus::Success, Some(100), "successful"),
+                BuildResult::Unstable => (FlagStatus::Failure, None, "unstable"),
+                BuildResult::Failure => (FlagStatus::Failure, None, "failed"),
+                BuildResult::Aborted => (FlagStatus::Canceled, None, "aborted"),
+                BuildResult::NotBuilt => (FlagStatus::Error, None, "not built"),
+                BuildResult::Other(_) => (FlagStatus::Error, None, "ended with an unknown result"),
+            };
+            (status, percent, format!("Build #{number} {word}{of}"), url.clone())
+        }
+        Outcome::QueueCancelled => (FlagStatus::Canceled, None, format!("Build cancelled in the Jenkins queue{of}"), job_url.into()),
+        Outcome::NotStarted { after_secs } => {
+            (FlagStatus::Error, None, format!("Build did not start within {}{of}", human(*after_secs)), job_url.into())
+        }
+        Outcome::NotFinished { number, url, after_secs } => {
+            (FlagStatus::Error, None, format!("Build #{number} did not finish within {}{of}", human(*after_secs)), url.clone())
+        }
+        Outcome::TriggerFailed { why } => (FlagStatus::Error, None, format!("Could not start a build{of}: {why}"), job_url.into()),
+        Outcome::Lost { why } => (FlagStatus::Error, None, format!("Lost track of the build{of}: {why}"), job_url.into()),
+    }
+}
+
+fn human(secs: u64) -> String {
+    match secs {
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// Delay before poll number `polls` of a queue item or build: starts at
+/// poll_min, grows by half each time, up to poll_max.
+pub fn poll_delay(cfg: &Config, polls: u32) -> Duration {
+    let min = cfg.jenkins.poll_min.as_secs_f64();
+    Duration::from_secs_f64((min * 1.5_f64.powi(polls.min(64) as i32)).min(cfg.jenkins.poll_max.as_secs_f64()))
+}
+
+/// Delay before retry number `attempt` of a failed request: exponential from
+/// 1 s up to 5 min, with jitter (`jitter` in 0..1) so that many retries
+/// after an outage do not all land at once.
+pub fn retry_delay(attempt: u32, jitter: f64) -> Duration {
+    let full = (2_f64.powi(attempt.min(20) as i32)).min(300.0);
+    Duration::from_secs_f64(full * (0.5 + jitter.clamp(0.0, 1.0) / 2.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse;
+    use crate::testing::{config, fixture};
+    use std::collections::HashSet;
+
+    #[derive(Default)]
+    struct Built(HashSet<(String, u64, String, String)>);
+    impl History for Built {
+        fn built(&self, project: &str, pr: u64, job: &str, commit: &str) -> bool {
+            self.0.contains(&(project.into(), pr, job.into(), commit.into()))
+        }
+    }
+
+    fn decide_fixture(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Decision {
+        let mut v = fixture(name);
+        edit(&mut v);
+        let topic = v["topic"].as_str().unwrap().replace("io.pagure.dev.", "io.pagure.prod.");
+        let msg = parse(&config(), &topic, &&v).unwrap();
+        decide(&config(), &msg, &Built::default())
+    }
+
+    #[test]
+    fn new_pr_triggers_every_job_with_fork_parameters() {
+        let Decision::Trigger(runs) = decide_fixture("prod2016.pagure.pull-request.new.pungi-235", |_| {}) else { panic!() };
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].repo, "https://pagure.io/forks/lsedlar/pungi.git");
+        assert_eq!((runs[0].branch.as_str(), runs[0].branch_to.as_str()), ("lorax-dir", "master"));
+        assert_eq!(runs[0].pr_url, "https://pagure.io/pungi/pull-request/235");
+        assert_eq!([runs[0].job.as_str(), runs[1].job.as_str()], ["pungi-pr", "pungi-docs"]);
+    }
+
+    #[test]
+    fn update_notices() {
+        for t in [
+            "Pull-Request has been updated",
+            "Pull-Request has been rebased",
+            "rebased",
+            "rebased onto 9067a82cc7ef52413758dbc44cad7a8207e4aee9",
+            "**1 new commit added**\n\n * ``Second commit``\n",
+            "**2 new commits added**\n\n * ``a``\n * ``b``\n",
+        ] {
+            assert!(is_update_notice(t), "{t}");
+        }
+        for t in [
+            "Pull-Request has been reopened by alice",
+            "Pull-Request has been closed by alice",
+            "Pull-Request has been merged by alice",
+            "**Metadata Update from @alice**:\n- Pull-request tagged with: foo",
+            "Pretty please pagure-ci rebuild",
+            "rebased onto ; rm -rf /",
+            "I rebased",
+        ] {
+            assert!(!is_update_notice(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn notification_comment_triggers_but_typed_text_does_not() {
+        let name = "prod2016.pagure.pull-request.comment.added.rebased-notification.pagure-843";
+        let mut cfg = config();
+        cfg.projects.insert("pagure".into(), cfg.projects["pungi"].clone());
+        let mut v = fixture(name);
+        let msg = parse(&cfg, v["topic"].as_str().unwrap(), &&v).unwrap();
+        assert!(matches!(decide(&cfg, &msg, &Built::default()), Decision::Trigger(_)));
+        let last = v["msg"]["pullrequest"]["comments"].as_array_mut().unwrap().last_mut().unwrap();
+        last["notification"] = false.into();
+        let msg = parse(&cfg, v["topic"].as_str().unwrap(), &&v).unwrap();
+        assert_eq!(decide(&cfg, &msg, &Built::default()), Decision::Ignore("a comment by a person".into()));
+    }
+
+    #[test]
+    fn one_build_per_commit_and_job() {
+        let v = fixture("pagure.pull-request.updated.1");
+        let mut cfg = config();
+        cfg.pagure.peer.topic = "io.pagure.dev.pagure".into();
+        cfg.projects.insert("test".into(), cfg.projects["pungi"].clone());
+        let msg = parse(&cfg, v["topic"].as_str().unwrap(), &&v).unwrap();
+        let mut built = Built::default();
+        built.0.insert(("test".into(), 87, "pungi-pr".into(), "5eea7904b69aa3f349a7b1759627f4cfc5f7bee2".into()));
+        let Decision::Trigger(runs) = decide(&cfg, &msg, &built) else { panic!() };
+        assert_eq!(runs.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(), ["pungi-docs"]);
+        built.0.insert(("test".into(), 87, "pungi-docs".into(), "5eea7904b69aa3f349a7b1759627f4cfc5f7bee2".into()));
+        assert!(matches!(decide(&cfg, &msg, &built), Decision::Ignore(_)));
+    }
+
+    #[test]
+    fn closed_unconfigured_and_other_topics_are_ignored() {
+        let closed = decide_fixture("prod2016.pagure.pull-request.closed.pungi-234", |_| {});
+        assert!(matches!(closed, Decision::Ignore(ref w) if w.contains("does not trigger")), "{closed:?}");
+        let merged = decide_fixture("prod2016.pagure.pull-request.new.pungi-235", |v| v["msg"]["pullrequest"]["status"] = "Merged".into());
+        assert_eq!(merged, Decision::Ignore("pungi#235 is Merged".into()));
+        let other = decide_fixture("prod2016.pagure.pull-request.new.pungi-fedora-19", |_| {});
+        assert_eq!(other, Decision::Ignore("project pungi-fedora is not configured".into()));
+        let flag = decide_fixture("prod2016.pagure.pull-request.flag.added.poormanci.pungi-234", |_| {});
+        assert!(matches!(flag, Decision::Ignore(_)));
+    }
+
+    #[test]
+    fn hostile_branches_and_remotes_are_refused() {
+        for b in ["-x", "--upload-pack=evil", "a..b", "foo bar", "a\nb", "a~1", "", "x.lock", "@{-1}"] {
+            assert!(!valid_branch(b), "{b:?}");
+            let d = decide_fixture("prod2016.pagure.pull-request.new.pungi-235", |v| v["msg"]["pullrequest"]["branch_from"] = b.into());
+            assert!(matches!(d, Decision::Refuse(_)), "{b:?}: {d:?}");
+        }
+        for b in ["master", "feature/x", "f29", "fix-thing"] {
+            assert!(valid_branch(b), "{b}");
+        }
+        let remote = |url: &str| {
+            decide_fixture("prod2016.pagure.pull-request.new.pungi-235", |v| {
+                v["msg"]["pullrequest"]["repo_from"] = serde_json::Value::Null;
+                v["msg"]["pullrequest"]["remote_git"] = url.into();
+            })
+        };
+        assert!(matches!(remote("https://github.com/a/b.git"), Decision::Trigger(ref r) if r[0].repo == "https://github.com/a/b.git"));
+        for bad in ["ext::sh -c evil", "--upload-pack=x", "/etc/passwd", "file:///etc", "https://a b/"] {
+            assert!(matches!(remote(bad), Decision::Refuse(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn own_echoes_are_ignored() {
+        let mut cfg = config();
+        cfg.pagure.user = Some("pingou".into());
+        let v = fixture("pagure.pull-request.new.1");
+        let topic = v["topic"].as_str().unwrap().replace("io.pagure.dev.", "io.pagure.prod.");
+        let msg = parse(&cfg, &topic, &&v).unwrap();
+        assert_eq!(decide(&cfg, &msg, &Built::default()), Decision::Ignore("an echo of poormanci's own action".into()));
+    }
+
+    #[test]
+    fn cause_round_trip() {
+        let url = "https://pagure.io/pungi/pull-request/235";
+        assert_eq!(run_in_note(&cause(url, 42)), Some(42));
+        assert_eq!(run_in_note("203"), None);
+        assert_eq!(run_in_note("x [poormanci run 4x]"), None);
+    }
+
+    #[test]
+    fn flag_uid_is_short_and_stable() {
+        assert_eq!(flag_uid("pungi-pr"), flag_uid("pungi-pr"));
+        assert_ne!(flag_uid("pungi-pr"), flag_uid("pungi-pr2"));
+        assert!(flag_uid(&"x/".repeat(100)).len() <= 32);
+    }
+
+    #[test]
+    fn results_map_to_flags() {
+        let cfg = config();
+        let report = |result: &str| {
+            let o = Outcome::Finished { number: 149, url: "http://j.example.org/job/p/149/".into(), result: result.into() };
+            final_report(&cfg, "p", "http://j.example.org/job/p/", Some("3f2a9c1e77"), &o, &Head::Same).flag.unwrap()
+        };
+        let ok = report("SUCCESS");
+        assert_eq!((ok.status, ok.percent, ok.text.as_str()), (FlagStatus::Success, Some(100), "Build #149 successful (commit 3f2a9c1e)"));
+        assert_eq!(report("FAILURE").status, FlagStatus::Failure);
+        assert_eq!(report("UNSTABLE").status, FlagStatus::Failure);
+        assert_eq!(report("ABORTED").status, FlagStatus::Canceled);
+        assert_eq!(report("NOT_BUILT").status, FlagStatus::Error);
+        assert_eq!(report("WEIRD").status, FlagStatus::Error);
+    }
+
+    #[test]
+    fn no_stale_green() {
+        let cfg = config();
+        let o = Outcome::Finished { number: 7, url: "http://j.example.org/job/p/7/".into(), result: "SUCCESS".into() };
+        let head = Head::MovedOn { head: "bbbbbbbbbb".into(), rebuilding: false };
+        let r = final_report(&cfg, "p", "http://j.example.org/job/p/", Some("aaaaaaaaaa"), &o, &head);
+        assert_eq!(r.flag, None);
+        assert!(r.comment.unwrap().contains("This result is for commit aaaaaaaa; the pull request has moved on to bbbbbbbb"));
+    }
+
+    #[test]
+    fn delays_grow_and_stay_bounded() {
+        let cfg = config();
+        assert_eq!(poll_delay(&cfg, 0), cfg.jenkins.poll_min);
+        assert_eq!(poll_delay(&cfg, 1000), cfg.jenkins.poll_max);
+        assert!(retry_delay(0, 0.0) >= Duration::from_millis(500));
+        assert!(retry_delay(100, 1.0) <= Duration::from_secs(300));
+    }
+}

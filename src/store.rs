@@ -1,0 +1,385 @@
+//! What must survive a restart, in SQLite (`<state_dir>/poormanci.sqlite3`):
+//! runs (one build of one job for one PR commit), tasks (every outgoing
+//! request, recorded before it is tried and deleted once it succeeded) and
+//! the msg_ids already seen. Only the engine thread writes.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::{json, Value};
+
+use crate::policy::{History, RunSpec};
+
+/// How long finished runs and seen msg_ids are kept (dedupe memory).
+const KEEP_SECS: f64 = 30.0 * 86400.0;
+/// At most this many seen msg_ids are kept.
+const KEEP_SEEN: i64 = 100_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS seen (msg_id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    project TEXT NOT NULL, pr INTEGER NOT NULL, job TEXT NOT NULL, commit_id TEXT,
+    repo TEXT NOT NULL, branch TEXT NOT NULL, branch_to TEXT NOT NULL, pr_url TEXT NOT NULL,
+    queue_id INTEGER, build INTEGER, build_url TEXT,
+    state TEXT NOT NULL DEFAULT 'triggering',  -- triggering, queued, running, done
+    outcome TEXT,
+    created REAL NOT NULL, started REAL, finished REAL
+);
+CREATE INDEX IF NOT EXISTS runs_pr ON runs(project, pr, job);
+CREATE INDEX IF NOT EXISTS runs_build ON runs(job, build);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    run INTEGER NOT NULL,
+    kind TEXT NOT NULL,        -- trigger, flag, comment, follow, lookup, report, cancel
+    payload TEXT NOT NULL,     -- JSON
+    due REAL NOT NULL,
+    deadline REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks(due);
+";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub id: i64,
+    pub project: String,
+    pub pr: u64,
+    pub job: String,
+    pub commit: Option<String>,
+    pub repo: String,
+    pub branch: String,
+    pub branch_to: String,
+    pub pr_url: String,
+    pub queue_id: Option<u64>,
+    pub build: Option<u64>,
+    pub build_url: Option<String>,
+    pub state: String,
+    pub created: f64,
+    pub started: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub id: i64,
+    pub run: i64,
+    pub kind: String,
+    pub payload: Value,
+    pub due: f64,
+    pub deadline: f64,
+    pub attempts: u32,
+}
+
+pub struct Store {
+    db: Connection,
+}
+
+pub type Result<T> = rusqlite::Result<T>;
+
+const RUN_COLUMNS: &str =
+    "id, project, pr, job, commit_id, repo, branch, branch_to, pr_url, queue_id, build, build_url, state, created, started";
+
+fn run_from(r: &Row) -> Result<Run> {
+    Ok(Run {
+        id: r.get(0)?,
+        project: r.get(1)?,
+        pr: r.get(2)?,
+        job: r.get(3)?,
+        commit: r.get(4)?,
+        repo: r.get(5)?,
+        branch: r.get(6)?,
+        branch_to: r.get(7)?,
+        pr_url: r.get(8)?,
+        queue_id: r.get(9)?,
+        build: r.get(10)?,
+        build_url: r.get(11)?,
+        state: r.get(12)?,
+        created: r.get(13)?,
+        started: r.get(14)?,
+    })
+}
+
+fn task_from(r: &Row) -> Result<Task> {
+    let payload: String = r.get(3)?;
+    Ok(Task {
+        id: r.get(0)?,
+        run: r.get(1)?,
+        kind: r.get(2)?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        due: r.get(4)?,
+        deadline: r.get(5)?,
+        attempts: r.get(6)?,
+    })
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> std::result::Result<Store, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state_dir {}: {e}", dir.display()))?;
+        let path = dir.join("poormanci.sqlite3");
+        let db = Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Self::setup(db).map_err(|e| format!("cannot use {}: {e}", path.display()))
+    }
+
+    pub fn open_read_only(dir: &Path) -> Result<Store> {
+        let db = Connection::open_with_flags(dir.join("poormanci.sqlite3"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Store { db })
+    }
+
+    /// A store that forgets everything when dropped (dry runs, tests).
+    pub fn open_in_memory() -> Store {
+        Self::setup(Connection::open_in_memory().expect("SQLite in memory")).expect("SQLite schema")
+    }
+
+    fn setup(db: Connection) -> Result<Store> {
+        // WAL + NORMAL: a commit survives the process being killed (not a
+        // power cut), at a fraction of the cost of FULL.
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Store { db })
+    }
+
+    pub fn begin(&self) -> Result<()> {
+        self.db.execute_batch("BEGIN IMMEDIATE")
+    }
+
+    pub fn commit(&self) -> Result<()> {
+        self.db.execute_batch("COMMIT")
+    }
+
+    /// Record a msg_id; false when it was already seen.
+    pub fn first_sight(&self, msg_id: &str, now: f64) -> Result<bool> {
+        Ok(self.db.execute("INSERT OR IGNORE INTO seen (msg_id, at) VALUES (?1, ?2)", params![msg_id, now])? == 1)
+    }
+
+    pub fn add_run(&self, spec: &RunSpec, now: f64) -> Result<i64> {
+        self.db.execute(
+            "INSERT INTO runs (project, pr, job, commit_id, repo, branch, branch_to, pr_url, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![spec.project, spec.pr, spec.job, spec.commit, spec.repo, spec.branch, spec.branch_to, spec.pr_url, now],
+        )?;
+        Ok(self.db.last_insert_rowid())
+    }
+
+    pub fn run(&self, id: i64) -> Result<Option<Run>> {
+        self.db.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], run_from).optional()
+    }
+
+    pub fn set_queued(&self, id: i64, queue_id: Option<u64>) -> Result<()> {
+        self.db.execute("UPDATE runs SET state = 'queued', queue_id = ?2 WHERE id = ?1 AND state = 'triggering'", params![id, queue_id])?;
+        Ok(())
+    }
+
+    pub fn set_started(&self, id: i64, build: u64, url: &str, now: f64) -> Result<()> {
+        self.db.execute(
+            "UPDATE runs SET state = 'running', build = ?2, build_url = ?3, started = ?4 WHERE id = ?1 AND state != 'done'",
+            params![id, build, url, now],
+        )?;
+        Ok(())
+    }
+
+    /// Mark a run finished; false when it already was (so only the first
+    /// of the bus message and the follow reports).
+    pub fn finish(&self, id: i64, outcome: &Value, now: f64) -> Result<bool> {
+        let changed = self.db.execute(
+            "UPDATE runs SET state = 'done', outcome = ?2, finished = ?3 WHERE id = ?1 AND state != 'done'",
+            params![id, outcome.to_string(), now],
+        )?;
+        if changed == 1 {
+            self.db.execute("DELETE FROM tasks WHERE run = ?1 AND kind IN ('follow', 'lookup', 'trigger')", [id])?;
+        }
+        Ok(changed == 1)
+    }
+
+    /// The newest run of this PR and job.
+    pub fn latest_run(&self, project: &str, pr: u64, job: &str) -> Result<Option<i64>> {
+        self.db
+            .query_row("SELECT max(id) FROM runs WHERE project = ?1 AND pr = ?2 AND job = ?3", params![project, pr, job], |r| r.get(0))
+    }
+
+    /// Unfinished runs of these jobs with this build number, or (when
+    /// `number` is None) still waiting to learn theirs.
+    pub fn open_runs(&self, jobs: &[String], number: Option<u64>) -> Result<Vec<Run>> {
+        let mut out = Vec::new();
+        let mut stmt = self.db.prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE job = ?1 AND state != 'done' AND build IS ?2 ORDER BY id"
+        ))?;
+        for job in jobs {
+            for run in stmt.query_map(params![job, number], run_from)? {
+                out.push(run?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn add_task(&self, run: i64, kind: &str, payload: &Value, due: f64, deadline: f64) -> Result<i64> {
+        self.db.execute(
+            "INSERT INTO tasks (run, kind, payload, due, deadline) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run, kind, payload.to_string(), due, deadline],
+        )?;
+        Ok(self.db.last_insert_rowid())
+    }
+
+    pub fn task(&self, id: i64) -> Result<Option<Task>> {
+        self.db
+            .query_row("SELECT id, run, kind, payload, due, deadline, attempts FROM tasks WHERE id = ?1", [id], task_from)
+            .optional()
+    }
+
+    /// Tasks due by `now`, oldest first.
+    pub fn due_tasks(&self, now: f64, limit: usize) -> Result<Vec<Task>> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT id, run, kind, payload, due, deadline, attempts FROM tasks WHERE due <= ?1 ORDER BY due, id LIMIT ?2")?;
+        let rows = stmt.query_map(params![now, limit as i64], task_from)?;
+        rows.collect()
+    }
+
+    pub fn next_due(&self) -> Result<Option<f64>> {
+        self.db.query_row("SELECT min(due) FROM tasks", [], |r| r.get(0))
+    }
+
+    pub fn delete_task(&self, id: i64) -> Result<()> {
+        self.db.execute("DELETE FROM tasks WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Try a task again at `due`, keeping the reason it failed.
+    pub fn retry_task(&self, id: i64, due: f64, payload: &Value, error: Option<&str>) -> Result<()> {
+        self.db.execute(
+            "UPDATE tasks SET due = ?2, payload = ?3, attempts = attempts + 1, last_error = coalesce(?4, last_error) WHERE id = ?1",
+            params![id, due, payload.to_string(), error],
+        )?;
+        Ok(())
+    }
+
+    /// Tasks of one kind for the runs of one PR and job (a newer flag
+    /// supersedes one not sent yet).
+    pub fn tasks_of_pr(&self, project: &str, pr: u64, job: &str, kind: &str) -> Result<Vec<i64>> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT t.id FROM tasks t JOIN runs r ON r.id = t.run WHERE r.project = ?1 AND r.pr = ?2 AND r.job = ?3 AND t.kind = ?4",
+        )?;
+        let rows = stmt.query_map(params![project, pr, job, kind], |r| r.get(0))?;
+        rows.collect()
+    }
+
+    pub fn tasks_of_run(&self, run: i64, kind: &str) -> Result<Vec<Task>> {
+        let mut stmt =
+            self.db.prepare_cached("SELECT id, run, kind, payload, due, deadline, attempts FROM tasks WHERE run = ?1 AND kind = ?2")?;
+        let rows = stmt.query_map(params![run, kind], task_from)?;
+        rows.collect()
+    }
+
+    pub fn set_due(&self, task: i64, due: f64) -> Result<()> {
+        self.db.execute("UPDATE tasks SET due = min(due, ?2) WHERE id = ?1", params![task, due])?;
+        Ok(())
+    }
+
+    /// Forget finished runs and msg_ids older than the dedupe window, and
+    /// seen msg_ids beyond the newest KEEP_SEEN.
+    pub fn prune(&self, now: f64) -> Result<()> {
+        let old = now - KEEP_SECS;
+        self.db.execute("DELETE FROM seen WHERE at < ?1", [old])?;
+        self.db.execute(
+            "DELETE FROM seen WHERE at < (SELECT at FROM seen ORDER BY at DESC LIMIT 1 OFFSET ?1)",
+            [KEEP_SEEN],
+        )?;
+        self.db.execute("DELETE FROM runs WHERE state = 'done' AND finished < ?1 AND id NOT IN (SELECT run FROM tasks)", [old])?;
+        Ok(())
+    }
+
+    /// A summary for `poormanci status`.
+    pub fn status(&self) -> Result<Value> {
+        let mut stmt = self.db.prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state != 'done' ORDER BY id"))?;
+        let runs: Vec<Value> = stmt
+            .query_map([], run_from)?
+            .map(|r| {
+                r.map(|r| {
+                    json!({"id": r.id, "project": r.project, "pr": r.pr, "job": r.job, "commit": r.commit,
+                           "state": r.state, "queue_id": r.queue_id, "build": r.build, "created": r.created})
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut stmt = self.db.prepare(
+            "SELECT t.id, t.run, t.kind, t.due, t.attempts, t.last_error, r.project, r.pr, r.job
+             FROM tasks t LEFT JOIN runs r ON r.id = t.run ORDER BY t.due",
+        )?;
+        let tasks: Vec<Value> = stmt
+            .query_map([], |r| {
+                Ok(json!({"id": r.get::<_, i64>(0)?, "run": r.get::<_, i64>(1)?, "kind": r.get::<_, String>(2)?,
+                          "due": r.get::<_, f64>(3)?, "attempts": r.get::<_, i64>(4)?, "last_error": r.get::<_, Option<String>>(5)?,
+                          "project": r.get::<_, Option<String>>(6)?, "pr": r.get::<_, Option<i64>>(7)?, "job": r.get::<_, Option<String>>(8)?}))
+            })?
+            .collect::<Result<_>>()?;
+        let finished: i64 = self.db.query_row("SELECT count(*) FROM runs WHERE state = 'done'", [], |r| r.get(0))?;
+        Ok(json!({"open_runs": runs, "tasks": tasks, "finished_runs": finished}))
+    }
+}
+
+impl History for Store {
+    fn built(&self, project: &str, pr: u64, job: &str, commit: &str) -> bool {
+        self.db
+            .prepare_cached("SELECT 1 FROM runs WHERE project = ?1 AND pr = ?2 AND job = ?3 AND commit_id = ?4 LIMIT 1")
+            .and_then(|mut s| s.exists(params![project, pr, job, commit]))
+            // Unreadable store: say "built" so that a failure never builds twice; the engine logs the error.
+            .unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(commit: &str) -> RunSpec {
+        RunSpec {
+            project: "pungi".into(),
+            pr: 235,
+            job: "pungi-pr".into(),
+            commit: Some(commit.into()),
+            repo: "https://pagure.io/forks/a/pungi.git".into(),
+            branch: "fix".into(),
+            branch_to: "master".into(),
+            pr_url: "https://pagure.io/pungi/pull-request/235".into(),
+        }
+    }
+
+    #[test]
+    fn runs_finish_once() {
+        let s = Store::open_in_memory();
+        let id = s.add_run(&spec("aaa"), 1.0).unwrap();
+        assert!(s.built("pungi", 235, "pungi-pr", "aaa"));
+        assert!(!s.built("pungi", 235, "pungi-pr", "bbb"));
+        s.set_queued(id, Some(39)).unwrap();
+        s.set_started(id, 149, "http://j/149/", 2.0).unwrap();
+        assert_eq!(s.open_runs(&["pungi-pr".into()], Some(149)).unwrap()[0].id, id);
+        assert!(s.finish(id, &json!({"kind": "queue_cancelled"}), 3.0).unwrap());
+        assert!(!s.finish(id, &json!({"kind": "queue_cancelled"}), 4.0).unwrap());
+        assert!(s.open_runs(&["pungi-pr".into()], Some(149)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn tasks_come_due_in_order() {
+        let s = Store::open_in_memory();
+        let run = s.add_run(&spec("aaa"), 1.0).unwrap();
+        let late = s.add_task(run, "flag", &json!({}), 20.0, 100.0).unwrap();
+        let early = s.add_task(run, "trigger", &json!({}), 10.0, 100.0).unwrap();
+        assert_eq!(s.next_due().unwrap(), Some(10.0));
+        assert_eq!(s.due_tasks(15.0, 10).unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), [early]);
+        s.retry_task(early, 30.0, &json!({"x": 1}), Some("503")).unwrap();
+        assert_eq!(s.due_tasks(25.0, 10).unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), [late]);
+        assert_eq!(s.task(early).unwrap().unwrap().attempts, 1);
+    }
+
+    #[test]
+    fn msg_ids_are_seen_once_and_pruned() {
+        let s = Store::open_in_memory();
+        assert!(s.first_sight("m1", 1.0).unwrap());
+        assert!(!s.first_sight("m1", 2.0).unwrap());
+        s.prune(1.0 + KEEP_SECS + 1.0).unwrap();
+        assert!(s.first_sight("m1", 3.0).unwrap());
+    }
+}

@@ -1,0 +1,102 @@
+//! Runs one task's requests on the tokio runtime and says what came back.
+//! The engine decides what the answer means; nothing here touches state.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::http::PeerError;
+use crate::jenkins::{BuildInfo, Jenkins, QueueItem, QueueState};
+use crate::pagure::{Flag, FlagStatus, Pagure};
+use crate::policy;
+use crate::store::{Run, Task};
+
+/// The two peers, each with its bound on requests in flight.
+pub struct Peers {
+    pub jenkins: Jenkins,
+    pub pagure: Pagure,
+    jenkins_slots: Semaphore,
+    pagure_slots: Semaphore,
+}
+
+impl Peers {
+    pub fn new(cfg: &Config) -> Result<Peers, String> {
+        Ok(Peers {
+            jenkins: Jenkins::new(&cfg.jenkins)?,
+            pagure: Pagure::new(&cfg.pagure)?,
+            jenkins_slots: Semaphore::new(cfg.jenkins.peer.concurrency),
+            pagure_slots: Semaphore::new(cfg.pagure.peer.concurrency),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub enum TaskResult {
+    /// A flag, comment or cancel was delivered.
+    Sent,
+    Triggered(Option<QueueItem>),
+    Queue(QueueState),
+    Build(BuildInfo),
+    /// The PR's current tip, from Pagure.
+    Head(Option<String>),
+    Failed(PeerError),
+}
+
+fn field<'a>(payload: &'a Value, key: &str) -> &'a str {
+    payload.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn flag_status(name: &str) -> FlagStatus {
+    use FlagStatus::*;
+    [Pending, Success, Failure, Error, Canceled].into_iter().find(|s| s.as_str() == name).unwrap_or(Error)
+}
+
+pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) -> TaskResult {
+    let p = &task.payload;
+    let on_jenkins = matches!(task.kind.as_str(), "trigger" | "follow" | "lookup" | "cancel");
+    let slots = if on_jenkins { &peers.jenkins_slots } else { &peers.pagure_slots };
+    let Ok(_slot) = slots.acquire().await else { return TaskResult::Failed(PeerError::Retry("shutting down".into())) };
+    let result = match task.kind.as_str() {
+        "trigger" => {
+            let Some(job) = cfg.job(&run.project, &run.job) else {
+                return TaskResult::Failed(PeerError::Fatal(format!("job {} is no longer configured for {}", run.job, run.project)));
+            };
+            let cause = policy::cause(&run.pr_url, run.id);
+            let params = [("cause", cause.as_str()), ("REPO", &run.repo), ("BRANCH", &run.branch), ("BRANCH_TO", &run.branch_to)];
+            peers.jenkins.trigger(&run.job, &job.token, &params).await.map(TaskResult::Triggered)
+        }
+        "follow" => match (run.build, run.queue_id) {
+            (Some(n), _) => peers.jenkins.build(&run.job, n).await.map(TaskResult::Build),
+            (None, Some(q)) => peers.jenkins.queue_item(q).await.map(TaskResult::Queue),
+            (None, None) => Err(PeerError::Fatal("Jenkins gave no queue item to follow".into())),
+        },
+        "lookup" => {
+            let number = p.get("number").and_then(Value::as_u64).unwrap_or_default();
+            peers.jenkins.build(&run.job, number).await.map(TaskResult::Build)
+        }
+        "cancel" => match (run.build, run.queue_id) {
+            (Some(n), _) => peers.jenkins.stop_build(&run.job, n).await.map(|_| TaskResult::Sent),
+            (None, Some(q)) => peers.jenkins.cancel_queue_item(q).await.map(|_| TaskResult::Sent),
+            (None, None) => Ok(TaskResult::Sent),
+        },
+        "flag" => {
+            let flag = Flag {
+                username: cfg.pagure.flag_name.clone(),
+                status: flag_status(field(p, "status")),
+                comment: field(p, "text").to_string(),
+                url: field(p, "url").to_string(),
+                percent: p.get("percent").and_then(Value::as_u64).map(|v| v.min(100) as u8),
+                uid: policy::flag_uid(&run.job),
+            };
+            peers.pagure.flag(&run.project, run.pr, &flag).await.map(|_| TaskResult::Sent)
+        }
+        "comment" => peers.pagure.comment(&run.project, run.pr, field(p, "text")).await.map(|_| TaskResult::Sent),
+        "report" => peers.pagure.pull_request(&run.project, run.pr).await.map(|pr| {
+            TaskResult::Head(pr.get("commit_stop").and_then(Value::as_str).map(str::to_owned))
+        }),
+        other => Err(PeerError::Fatal(format!("unknown task kind {other:?}"))),
+    };
+    result.unwrap_or_else(TaskResult::Failed)
+}

@@ -1,0 +1,246 @@
+"""Run the real fedmsg-hub with poormanci, feed it bus messages, read its log.
+
+The hub runs from the venv this Python belongs to (``<sys.prefix>/bin/fedmsg-hub``)
+in a folder of its own holding ``fedmsg.d/``; messages reach it from a zmq PUB
+socket that this process binds on one of the hub's endpoints.
+See /work/shared/design/HUB.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import zmq
+
+CONSUMER = "poormanci.consumer:Integrator"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
+PROBE_TOPIC = "org.fedoraproject.prod.jenkins.build.passed"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, message: str = "condition",
+               interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy, and return that;
+    raise AssertionError naming ``message`` (and the last value) after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {value!r})")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_config(jenkins, pagure, state_dir, **overrides) -> dict:
+    """A complete poormanci config for these stand-ins. ``overrides``: a key
+    without its ``poormanci.`` prefix; ``pagure=`` and ``jenkins=`` are merged
+    into their sections, anything else replaces the value."""
+    config = {
+        "poormanci.enabled": True,
+        "poormanci.pagure": {"url": pagure.url, "token": pagure.token, "user": pagure.user,
+                             "topic": pagure.prefix, "timeout": 5},
+        "poormanci.jenkins": {"url": jenkins.url, "topic": "org.fedoraproject.prod.jenkins",
+                              "poll_min": 0.1, "poll_max": 0.5, "timeout": 5},
+        "poormanci.projects": {
+            "pungi": [{"job": "pungi-pr", "token": "BEEFCAFE"}],
+            "rpms/python-foo": [{"job": "folder/python-foo", "token": "F00"}],
+        },
+        "poormanci.state_dir": str(state_dir),
+    }
+    if jenkins.user:
+        config["poormanci.jenkins"].update(user=jenkins.user, api_token=jenkins.api_token)
+    for key, value in overrides.items():
+        if key in ("pagure", "jenkins"):
+            config[f"poormanci.{key}"].update(value)
+        else:
+            config[f"poormanci.{key}"] = value
+    return config
+
+
+class Hub:
+    """The real fedmsg-hub running poormanci with ``config`` (the poormanci.* keys).
+
+    ``workdir`` holds fedmsg.d/ and hub.log (a new temp folder by default).
+    ``consumer`` is the consumer whose loading ``start()`` insists on.
+    """
+
+    def __init__(self, config: dict, workdir: str | Path | None = None, *,
+                 consumer: str = CONSUMER, workers: int | None = None):
+        self.config = dict(config)
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="poormanci-hub-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / "hub.log"
+        self.consumer = consumer
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
+        self._ctx = zmq.Context()
+        self._pub = self._ctx.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        self.endpoint_port = self._pub.bind_to_random_port("tcp://127.0.0.1")
+        self.publish_port = free_port()
+        self._log_start = 0  # log offset where the current run began
+        self._write_config()
+
+    def _write_config(self):
+        base = {
+            "topic_prefix": "org.fedoraproject", "environment": "prod",
+            "zmq_enabled": True, "sign_messages": False, "validate_signatures": False,
+            # moksha rejects "localhost": endpoints must say 127.0.0.1.
+            "endpoints": {"poormanci-tests.local": [f"tcp://127.0.0.1:{self.endpoint_port}"]},
+            "zmq_publish_endpoints": f"tcp://127.0.0.1:{self.publish_port}",
+            "logging": {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "formatters": {"plain": {"format": LOG_FORMAT}},
+                "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                                         "stream": "ext://sys.stderr"}},
+                "loggers": {
+                    "poormanci": {"level": "DEBUG", "propagate": False, "handlers": ["console"]},
+                    # pyo3-log names Rust loggers after the crate ("_core::...") unless the
+                    # core logs with target "poormanci::...": show those at DEBUG too.
+                    "_core": {"level": "DEBUG", "propagate": False, "handlers": ["console"]},
+                    "fedmsg": {"level": "INFO", "propagate": False, "handlers": ["console"]},
+                    "moksha": {"level": "INFO", "propagate": False, "handlers": ["console"]},
+                },
+                "root": {"level": "INFO", "handlers": ["console"]},
+            },
+        }
+        if self.workers:
+            base["moksha.workers_per_consumer"] = self.workers
+        confd = self.workdir / "fedmsg.d"
+        confd.mkdir(exist_ok=True)
+        # repr() of a dict of plain values is valid Python: fedmsg exec()s these files.
+        (confd / "base.py").write_text(f"config = {base!r}\n")
+        (confd / "poormanci.py").write_text(f"config = {self.config!r}\n")
+
+    # -- process --------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> "Hub":
+        assert not self.alive(), "hub already running"
+        venv_bin = Path(sys.prefix) / "bin"
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RUST_BACKTRACE", "VIRTUAL_ENV", "PYO3_BUILD_EXTENSION_MODULE")}
+        env.update(PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", PYTHONUNBUFFERED="1",
+                   HOME=str(self.workdir))  # HOME: keep ~/.fedmsg.d out of it
+        with open(self.log_path, "ab") as log:
+            self._log_start = log.tell()
+            self.proc = subprocess.Popen([str(venv_bin / "fedmsg-hub")], cwd=self.workdir, env=env,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        self.wait_for_log(rf"enabled by config\s+-\s+{re.escape(self.consumer)}", timeout)
+        self.wait_for_log(r"Running the MokshaHub reactor", timeout)
+        self._probe(timeout)
+        return self
+
+    def _probe(self, timeout: float):
+        """zmq drops what is sent before the hub's SUB socket has joined: send
+        probes until the core logs one (it logs every msg_id it handles)."""
+        deadline = time.monotonic() + timeout
+        sent: list[str] = []
+        while True:
+            msg_id = f"{datetime.now().year}-{uuid.uuid4()}"
+            sent.append(msg_id)
+            self.publish({"topic": PROBE_TOPIC, "msg": {"project": "poormanci-probe", "build": 1},
+                          "msg_id": msg_id, "timestamp": int(time.time()), "i": len(sent)})
+            step_end = min(deadline, time.monotonic() + 0.2)
+            while time.monotonic() < step_end:
+                text = self.log_text(since=self._log_start)
+                if any(m in text for m in sent):
+                    return
+                time.sleep(0.02)
+            if not self.alive() or time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"the hub never logged any of {len(sent)} probe msg_ids (is every handled "
+                    f"message logged at DEBUG with its msg_id?)\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout`` s. Returns the exit code."""
+        if not self.alive():
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int | None:
+        """SIGKILL: a crash, nothing gets to clean up."""
+        if self.alive():
+            self.proc.kill()
+        return None if self.proc is None else self.proc.wait(10)
+
+    def restart(self, timeout: float = 30.0) -> "Hub":
+        """Stop and start again: same folder, config and state_dir."""
+        self.stop()
+        return self.start(timeout)
+
+    def close(self):
+        """Stop the hub and the publisher (the Hub cannot be started again)."""
+        self.stop()
+        self._pub.close()
+        self._ctx.term()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- bus ------------------------------------------------------------------
+    def publish(self, envelope: dict):
+        """Send a fedmsg envelope as the wire has it: [topic, json]."""
+        self._pub.send_multipart([envelope["topic"].encode(), json.dumps(envelope).encode()])
+
+    # -- log ------------------------------------------------------------------
+    def log_text(self, since: int = 0) -> str:
+        """The hub's stdout+stderr (all runs), from byte offset ``since``."""
+        with open(self.log_path, "rb") as f:
+            f.seek(since)
+            return f.read().decode("utf-8", "replace")
+
+    def log_mark(self) -> int:
+        """An offset for ``wait_for_log(since=...)``: only what comes after now."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_tail(self, chars: int = 6000) -> str:
+        text = self.log_text() if self.log_path.exists() else ""
+        return f"--- hub log tail ({self.log_path}) ---\n{text[-chars:]}"
+
+    def wait_for_log(self, pattern: str, timeout: float = 15.0, *, since: int | None = None) -> re.Match:
+        """Poll the log for ``pattern`` (a regex; from ``since``, default: the
+        start of the current run). Raises with the log tail on timeout, or as
+        soon as the hub has exited."""
+        regex = re.compile(pattern)
+        since = self._log_start if since is None else since
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = not self.alive()  # checked first: a line written just before exit still counts
+            match = regex.search(self.log_text(since))
+            if match:
+                return match
+            if exited:
+                raise AssertionError(f"hub exited ({self.proc and self.proc.returncode}) before "
+                                     f"logging /{pattern}/\n{self.log_tail()}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"hub did not log /{pattern}/ within {timeout}s\n{self.log_tail()}")
+            time.sleep(0.05)
