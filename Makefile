@@ -7,9 +7,13 @@ PYTHON  ?= python3
 .PHONY: venv demo test clean
 
 # Re-run maturin every time: ~2 s warm, and it picks up edits under src/ and python/.
+# Its pip chatter goes to a log, shown only when it fails.
 venv: $(STAMP)
-	env -u CONDA_PREFIX VIRTUAL_ENV="$(CURDIR)/$(VENV)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
-		$(VENV)/bin/maturin develop --release --quiet
+	@echo "maturin develop --release"
+	@env -u CONDA_PREFIX VIRTUAL_ENV="$(CURDIR)/$(VENV)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+		$(VENV)/bin/maturin develop --release > $(VENV)/maturin.log \
+		|| { cat $(VENV)/maturin.log; exit 1; }
+	@tail -n 1 $(VENV)/maturin.log
 
 # Only when requirements-dev.txt changed (or the venv is new).
 $(STAMP): requirements-dev.txt

@@ -48,11 +48,6 @@ fn field<'a>(payload: &'a Value, key: &str) -> &'a str {
     payload.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn flag_status(name: &str) -> FlagStatus {
-    use FlagStatus::*;
-    [Pending, Success, Failure, Error, Canceled].into_iter().find(|s| s.as_str() == name).unwrap_or(Error)
-}
-
 pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) -> TaskResult {
     let p = &task.payload;
     let on_jenkins = matches!(task.kind.as_str(), "trigger" | "follow" | "lookup" | "cancel");
@@ -84,7 +79,7 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
         "flag" => {
             let flag = Flag {
                 username: cfg.pagure.flag_name.clone(),
-                status: flag_status(field(p, "status")),
+                status: FlagStatus::parse(field(p, "status")).unwrap_or(FlagStatus::Error),
                 comment: field(p, "text").to_string(),
                 url: field(p, "url").to_string(),
                 percent: p.get("percent").and_then(Value::as_u64).map(|v| v.min(100) as u8),

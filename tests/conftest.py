@@ -38,15 +38,16 @@ def make_config(tmp_path):
 
 @pytest.fixture
 def hub_factory(tmp_path):
-    """hub_factory(config, **Hub kwargs) -> a started Hub, always stopped at
-    teardown; its log tail is printed (pytest shows it when the test failed)."""
+    """hub_factory(config, ready=True, **Hub kwargs) -> a started Hub (see
+    Hub.start), always stopped at teardown; its log tail is printed (pytest
+    shows it when the test failed)."""
     hubs: list[harness.Hub] = []
 
-    def factory(config, **kwargs) -> harness.Hub:
+    def factory(config, ready: bool = True, **kwargs) -> harness.Hub:
         kwargs.setdefault("workdir", tmp_path / f"hub{len(hubs)}")
         hub = harness.Hub(config, **kwargs)
         hubs.append(hub)
-        return hub.start()
+        return hub.start(ready=ready)
 
     yield factory
     for hub in hubs:

@@ -132,7 +132,10 @@ class Hub:
         (confd / "poormanci.py").write_text(f"config = {self.config!r}\n")
 
     # -- process --------------------------------------------------------------
-    def start(self, timeout: float = 30.0) -> "Hub":
+    def start(self, timeout: float = 30.0, *, ready: bool = True) -> "Hub":
+        """Start fedmsg-hub and wait until the consumer is loaded, the reactor
+        runs and a probe message has come through. ``ready=False`` only
+        launches it (for a hub expected to refuse its config)."""
         assert not self.alive(), "hub already running"
         venv_bin = Path(sys.prefix) / "bin"
         env = {k: v for k, v in os.environ.items()
@@ -144,6 +147,8 @@ class Hub:
             self.proc = subprocess.Popen([str(venv_bin / "fedmsg-hub")], cwd=self.workdir, env=env,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+        if not ready:
+            return self
         self.wait_for_log(rf"enabled by config\s+-\s+{re.escape(self.consumer)}", timeout)
         self.wait_for_log(r"Running the MokshaHub reactor", timeout)
         self._probe(timeout)
@@ -190,7 +195,7 @@ class Hub:
         return None if self.proc is None else self.proc.wait(10)
 
     def restart(self, timeout: float = 30.0) -> "Hub":
-        """Stop and start again: same folder, config and state_dir."""
+        """Stop (SIGTERM) and start again: same folder, config and state_dir."""
         self.stop()
         return self.start(timeout)
 
@@ -244,3 +249,12 @@ class Hub:
             if time.monotonic() >= deadline:
                 raise AssertionError(f"hub did not log /{pattern}/ within {timeout}s\n{self.log_tail()}")
             time.sleep(0.05)
+
+
+def decided(hub: Hub, envelope: dict, *, nth: int = 1, timeout: float = 15.0) -> str:
+    """What the core decided for this message (its nth delivery): the text
+    after ``msg <msg_id> <topic>:`` in the log, waited for with a deadline."""
+    pattern = re.compile(rf"msg {re.escape(envelope['msg_id'])} \S+: (.*)")
+    wait_until(lambda: len(pattern.findall(hub.log_text())) >= nth, timeout,
+               f"decision {nth} on {envelope['msg_id']}")
+    return pattern.findall(hub.log_text())[nth - 1]
