@@ -49,7 +49,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_config(jenkins, pagure, state_dir, **overrides) -> dict:
+def make_config(jenkins, pagure, /, state_dir, **overrides) -> dict:
     """A complete poormanci config for these stand-ins. ``overrides``: a key
     without its ``poormanci.`` prefix; ``pagure=`` and ``jenkins=`` are merged
     into their sections, anything else replaces the value."""

@@ -1,0 +1,26 @@
+//! The `poormanci.*` config keys: `Config::from_value` names every problem
+//! and never panics, whatever the JSON.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use poormanci::config::Config;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    match Config::from_value(&v) {
+        Ok(cfg) => {
+            assert_eq!(cfg.topics().len(), 2);
+            assert!(cfg.jenkins.poll_min <= cfg.jenkins.poll_max);
+            for (project, jobs) in &cfg.projects {
+                for j in jobs {
+                    assert!(cfg.job(project, &j.job).is_some());
+                    assert!(cfg.jobs_named(&j.display_name).count() >= 1);
+                    let _ = poormanci::jenkins::job_path(&j.job);
+                }
+            }
+            let _ = format!("{cfg:?}");
+        }
+        Err(problems) => assert!(!problems.is_empty() && problems.iter().all(|p| !p.is_empty())),
+    }
+});

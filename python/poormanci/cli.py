@@ -1,0 +1,373 @@
+"""The ``poormanci`` command: check the config, replay bus messages, show the state store.
+
+Exit codes: 0 all is well, 1 a problem was found (reported on stdout/stderr),
+2 the command line was wrong (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+OK, PROBLEMS, USAGE = 0, 1, 2
+STORE_FILE = "poormanci.sqlite3"  # inside state_dir (src/store.rs)
+
+log = logging.getLogger("poormanci.cli")
+
+
+class Problem(Exception):
+    """Something to report on one line before exiting with status 1."""
+
+
+# -- the fedmsg config --------------------------------------------------------
+
+def hub_config_files() -> list[str]:
+    """The files fedmsg-hub reads when given none (fedmsg.config._process_config_file),
+    for messages only: loading itself is left to fedmsg."""
+    import fedmsg.config
+
+    singles = ["/etc/fedmsg-config.py", os.path.expanduser("~/.fedmsg-config.py"),
+               os.getcwd() + "/fedmsg-config.py"]
+    folders = ["/etc/fedmsg.d/", os.path.expanduser("~/.fedmsg.d/"), os.getcwd() + "/fedmsg.d/"]
+    if "VIRTUAL_ENV" in os.environ:
+        folders.append(os.path.join(os.environ["VIRTUAL_ENV"], "etc/fedmsg.d"))
+    found = [f for d in folders for f in fedmsg.config._gather_configs_in(d)]
+    return found + [f for f in singles if os.path.isfile(f)]
+
+
+def load_config(config_dir: str | None, *, as_hub: bool) -> tuple[dict, list[str]]:
+    """The merged fedmsg config dict and the files it came from.
+
+    ``as_hub``: with fedmsg's defaults and checks, exactly what fedmsg-hub
+    gets; otherwise only the files (replay and status need only our keys, and
+    should work from a folder holding nothing but poormanci.py).
+    """
+    import fedmsg.config
+
+    if config_dir:
+        if not os.path.isdir(config_dir):
+            raise Problem(f"--config-dir {config_dir}: not a directory")
+        files = fedmsg.config._gather_configs_in(config_dir)
+        if not files:
+            raise Problem(f"--config-dir {config_dir}: no *.py file in it")
+    else:
+        files = hub_config_files()
+        if not files:
+            raise Problem("no fedmsg config found (looked in /etc/fedmsg.d/, ~/.fedmsg.d/, ./fedmsg.d/ "
+                          "and $VIRTUAL_ENV/etc/fedmsg.d/); use --config-dir DIR")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # load_config's own deprecation notice
+            config = fedmsg.config.load_config(
+                filenames=files if config_dir else None, invalidate_cache=True, disable_defaults=not as_hub)
+    except Exception as e:  # the files are Python: anything can go wrong in them
+        raise Problem(f"cannot load the fedmsg config: {_where(e, files)}{type(e).__name__}: {e}") from e
+    return config, files
+
+
+def _where(e: BaseException, files: list[str]) -> str:
+    """'FILE:LINE: ' of the config file the exception came from, if any."""
+    if isinstance(e, SyntaxError) and e.filename in files:
+        return f"{e.filename}:{e.lineno}: "
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename in files]
+    return f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
+
+
+def hub_problems(config: dict) -> list[str]:
+    """fedmsg settings that keep the hub from running poormanci, which the
+    core cannot see (see /work/shared/design/HUB.md)."""
+    problems = []
+    if "validate_signatures" not in config:
+        problems.append("validate_signatures: missing (fedmsg's consumers fail on every message "
+                        "without it; set it to False, or True with signing set up)")
+    endpoints = [e for v in (config.get("endpoints") or {}).values() for e in v]
+    endpoints += str(config.get("zmq_publish_endpoints") or "").split(",")
+    if any("localhost" in e for e in endpoints):
+        problems.append("endpoints: moksha refuses 'localhost' in an endpoint; write 127.0.0.1")
+    return problems
+
+
+def core_problems(config: dict) -> list[str]:
+    from poormanci._core import check_config
+
+    return check_config(config)
+
+
+def state_dir_of(config: dict) -> str:
+    state_dir = config.get("poormanci.state_dir")
+    if not isinstance(state_dir, str) or not state_dir:
+        raise Problem("poormanci.state_dir is not set in the config (or use --state-dir DIR)")
+    return state_dir
+
+
+# -- check-config -------------------------------------------------------------
+
+def cmd_check_config(args) -> int:
+    from poormanci._core import Core
+
+    config, files = load_config(args.config_dir, as_hub=True)
+    problems = hub_problems(config) + core_problems(config)
+    print("config files: " + ", ".join(files))
+    if problems:
+        for line in problems:
+            print(line)
+        print(f"{len(problems)} problem(s): poormanci would not start with this config")
+        return PROBLEMS
+    core = Core(config, dry_run=True)
+    try:
+        topics = core.topics()
+    finally:
+        core.close()
+    print("OK")
+    if config.get("poormanci.enabled") is not True:
+        print("warning: poormanci.enabled is not True: fedmsg-hub will not run poormanci")
+    projects = config["poormanci.projects"]
+    print(f"projects ({len(projects)}):")
+    for name, jobs in sorted(projects.items()):
+        shown = [job["job"] + (f" (bus name {job['display_name']})" if job.get("display_name") else "")
+                 for job in jobs]
+        print(f"  {name}: {', '.join(shown)}")
+    print("topics subscribed:")
+    for topic in topics:
+        print(f"  {topic}")
+    state_dir = config["poormanci.state_dir"]
+    has_store = (Path(state_dir) / STORE_FILE).exists()
+    print(f"state_dir: {state_dir}" + ("" if has_store else " (no state store yet: made at first start)"))
+    return OK
+
+
+# -- replay -------------------------------------------------------------------
+
+def read_envelopes(name: str) -> Iterator[tuple[str, Any, str | None]]:
+    """(label, envelope, error) for each message of a file: the whole file is
+    one JSON value, or else each non-empty line is one (JSON lines)."""
+    label = "<stdin>" if name == "-" else name
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        yield label, None, f"cannot read: {e}"
+        return
+    try:
+        yield label, json.loads(text), None
+        return
+    except ValueError as whole_error:
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if len(lines) <= 1:  # not JSON lines either: say why the file is not JSON
+            yield label, None, f"not JSON: {whole_error}"
+            return
+    for n, line in lines:
+        try:
+            yield f"{label}:{n}", json.loads(line), None
+        except ValueError as e:
+            yield f"{label}:{n}", None, f"not JSON: {e}"
+
+
+def cmd_replay(args) -> int:
+    from poormanci._core import Core
+
+    config, _ = load_config(args.config_dir, as_hub=False)
+    problems = core_problems(config)
+    if problems:
+        for line in problems:
+            print(line)
+        raise Problem(f"{len(problems)} problem(s) in the config (see poormanci check-config)")
+    try:
+        # A real Core takes the state_dir lock: it fails here while a hub runs.
+        core = Core(config, dry_run=args.dry_run)
+    except RuntimeError as e:
+        raise Problem(str(e)) from e
+    bad = 0
+    try:
+        for name in args.files:
+            for label, envelope, error in read_envelopes(name):
+                if error is None and not (isinstance(envelope, dict) and isinstance(envelope.get("topic"), str)):
+                    error = 'not a bus message: expected an envelope {"topic": "...", "msg": {...}, "msg_id": ...}'
+                if error is not None:
+                    bad += 1
+                    print(f"{label}: error: {error}")
+                    continue
+                topic = envelope["topic"]
+                print(f"{label}: {topic} (msg_id {envelope.get('msg_id', '-')})")
+                for line in core.explain(topic, envelope):
+                    print(f"  {line}")
+                if not args.dry_run:
+                    core.handle(topic, envelope)
+        sys.stdout.flush()
+        if not args.dry_run:
+            if not core.wait_idle(args.wait):
+                log.warning("still busy after %ss; the rest stays in the state store for the next start",
+                            args.wait)
+    finally:
+        core.close()
+    if not args.dry_run:
+        print()
+        print_status(read_store(config["poormanci.state_dir"]))
+    return PROBLEMS if bad else OK
+
+
+# -- status -------------------------------------------------------------------
+
+def read_store(state_dir: str) -> dict:
+    from poormanci._core import read_status
+
+    if not (Path(state_dir) / STORE_FILE).is_file():
+        raise Problem(f"no state store in {state_dir} (poormanci has not run with this state_dir, "
+                      f"or the path is wrong)")
+    try:
+        status = read_status(state_dir)
+    except RuntimeError as e:
+        raise Problem(str(e)) from e
+    status["store"] = str(Path(state_dir) / STORE_FILE)
+    return status
+
+
+def relative(seconds: float) -> str:
+    """'in 1m 05s', '12s ago', 'now'."""
+    s = round(abs(seconds))
+    if s == 0:
+        return "now"
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    text = f"{h}h {m:02d}m" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def _pr(item: dict) -> str:
+    return f"{item.get('project') or '?'}#{item.get('pr') if item.get('pr') is not None else '?'}"
+
+
+def print_status(status: dict, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    runs, tasks = status.get("open_runs", []), status.get("tasks", [])
+    print(f"state store: {status['store']}")
+    if not runs and not tasks:
+        print("nothing pending")
+    if runs:
+        print(f"open runs ({len(runs)}):")
+        for run in runs:
+            where = (f"build #{run['build']}" if run.get("build") is not None
+                     else f"queue item {run['queue_id']}" if run.get("queue_id") is not None else "not in Jenkins yet")
+            commit = (run.get("commit") or "unknown")[:10]
+            print(f"  {_pr(run):<24} {run['job']:<24} commit {commit:<10}  {run['state']}, {where}"
+                  f", since {relative(run['created'] - now)}")
+    if tasks:
+        print(f"tasks ({len(tasks)}):")
+        for task in tasks:
+            tries = f"{task['attempts']} failed attempt(s), next" if task["attempts"] else "due"
+            print(f"  {task['kind']:<8} {_pr(task):<24} {task.get('job') or '?':<24} {tries} {relative(task['due'] - now)}")
+            if task.get("last_error"):
+                print(f"           last error: {task['last_error']}")
+    print(f"finished runs kept: {status.get('finished_runs', 0)}")
+
+
+def cmd_status(args) -> int:
+    state_dir = args.state_dir or state_dir_of(load_config(args.config_dir, as_hub=False)[0])
+    status = read_store(state_dir)
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print_status(status)
+    return OK
+
+
+# -- command line -------------------------------------------------------------
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog)
+        # Column for help texts: argparse measures the command names without
+        # their indent and would put each help on a line of its own.
+        self._action_max_length = 18
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG instead of INFO (on stderr)")
+    config_dir = argparse.ArgumentParser(add_help=False)
+    config_dir.add_argument(
+        "--config-dir", metavar="DIR",
+        help="read only DIR/*.py instead of the files fedmsg-hub reads "
+             "(/etc/fedmsg.d/*.py, ~/.fedmsg.d/*.py, ./fedmsg.d/*.py, $VIRTUAL_ENV/etc/fedmsg.d/*.py)")
+
+    parser = argparse.ArgumentParser(
+        prog="poormanci", formatter_class=_Formatter,
+        description="poormanci builds Pagure pull requests in Jenkins and reports back, driven by the "
+                    "bus (fedmsg-hub or fedora-messaging). This command checks its config, replays "
+                    "recorded bus messages and shows what is pending.",
+        epilog="Exit status: 0 all is well, 1 problems found, 2 wrong command line. "
+               "'poormanci COMMAND --help' describes each command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "check-config", parents=[common, config_dir], help="check the fedmsg config as fedmsg-hub loads it",
+        description="Load the fedmsg config exactly as fedmsg-hub does and report every problem, one "
+                    "per line (exit 1), or OK with the projects, jobs, topics and state_dir. Run it as "
+                    "the hub's user, from the hub's working directory (./fedmsg.d counts).")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "replay", parents=[common, config_dir], help="feed recorded bus messages through poormanci",
+        description="Read bus messages (each FILE holds one fedmsg envelope {\"topic\", \"msg\", "
+                    "\"msg_id\", ...}, or one per line; - is stdin) and print what poormanci decides "
+                    "for each. Without --dry-run they are really handled: builds are triggered and "
+                    "reported, using the state_dir (so not while fedmsg-hub runs poormanci with it), "
+                    "and the state store is shown at the end.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="a JSON envelope, or JSON lines; - for stdin")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only say what would be done: send nothing, leave the state store alone")
+    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="without --dry-run: how long to let the work run before stopping (default 30); "
+                        "what is not done stays in the state store")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "status", parents=[common, config_dir], help="show what is pending in the state store",
+        description="Show the state store: runs not finished (PR, job, commit, Jenkins queue item or "
+                    "build) and deliveries waiting or retrying (triggers, flags, comments) with their "
+                    "attempts, next try and last error. Read-only: safe while the hub runs.")
+    p.add_argument("--state-dir", metavar="DIR", help="the state_dir to read (default: poormanci.state_dir from the config)")
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("poormanci")
+    except Exception:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return USAGE
+    if args.command == "status" and args.state_dir and args.config_dir:
+        parser.error("status: give --config-dir or --state-dir, not both")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except Problem as e:
+        sys.stdout.flush()
+        print(f"poormanci {args.command}: {e}", file=sys.stderr)
+        return PROBLEMS
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
