@@ -15,7 +15,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 OK, PROBLEMS, USAGE = 0, 1, 2
 STORE_FILE = "poormanci.sqlite3"  # inside state_dir (src/store.rs)
@@ -43,15 +43,24 @@ def hub_config_files() -> list[str]:
     return found + [f for f in singles if os.path.isfile(f)]
 
 
-def load_config(config_dir: str | None, *, as_hub: bool) -> tuple[dict, list[str]]:
-    """The merged fedmsg config dict and the files it came from.
+class Loaded(NamedTuple):
+    config: dict  # has the poormanci.* keys
+    files: list[str]
+    amqp: dict | None  # the whole fedora-messaging config, when read from --toml
 
-    ``as_hub``: with fedmsg's defaults and checks, exactly what fedmsg-hub
-    gets; otherwise only the files (replay and status need only our keys, and
-    should work from a folder holding nothing but poormanci.py).
+
+def load_config(args, *, as_hub: bool) -> Loaded:
+    """The config from --toml, --config-dir or the hub's usual files.
+
+    ``as_hub``: a fedmsg config with fedmsg's defaults and checks, exactly
+    what fedmsg-hub gets; otherwise only the files (replay and status need
+    only our keys, and should work from a folder holding just poormanci.py).
     """
+    if getattr(args, "toml", None):
+        return load_toml(args.toml)
     import fedmsg.config
 
+    config_dir = args.config_dir
     if config_dir:
         if not os.path.isdir(config_dir):
             raise Problem(f"--config-dir {config_dir}: not a directory")
@@ -62,7 +71,7 @@ def load_config(config_dir: str | None, *, as_hub: bool) -> tuple[dict, list[str
         files = hub_config_files()
         if not files:
             raise Problem("no fedmsg config found (looked in /etc/fedmsg.d/, ~/.fedmsg.d/, ./fedmsg.d/ "
-                          "and $VIRTUAL_ENV/etc/fedmsg.d/); use --config-dir DIR")
+                          "and $VIRTUAL_ENV/etc/fedmsg.d/); use --config-dir DIR or --toml FILE")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # load_config's own deprecation notice
@@ -70,7 +79,23 @@ def load_config(config_dir: str | None, *, as_hub: bool) -> tuple[dict, list[str
                 filenames=files if config_dir else None, invalidate_cache=True, disable_defaults=not as_hub)
     except Exception as e:  # the files are Python: anything can go wrong in them
         raise Problem(f"cannot load the fedmsg config: {_where(e, files)}{type(e).__name__}: {e}") from e
-    return config, files
+    return Loaded(config, files, None)
+
+
+def load_toml(path: str) -> Loaded:
+    """A fedora-messaging config, read and checked by fedora-messaging itself."""
+    try:
+        from fedora_messaging.config import LazyConfig
+        from fedora_messaging.exceptions import ConfigurationException
+    except ImportError as e:
+        raise Problem(f"--toml needs fedora-messaging (pip install 'poormanci[amqp]'): {e}") from e
+    if not os.path.isfile(path):
+        raise Problem(f"--toml {path}: no such file")
+    try:
+        amqp = LazyConfig().load_config(config_path=path)
+    except ConfigurationException as e:
+        raise Problem(f"{path}: {e}") from e
+    return Loaded(dict(amqp["consumer_config"]), [path], dict(amqp))
 
 
 def _where(e: BaseException, files: list[str]) -> str:
@@ -110,11 +135,19 @@ def state_dir_of(config: dict) -> str:
 
 # -- check-config -------------------------------------------------------------
 
+def unbound_topics(amqp: dict, topics: list[str]) -> list[str]:
+    """The topic prefixes no binding routes to the queue (only the usual
+    "prefix.#" and "#" keys are understood)."""
+    keys = [k for b in amqp.get("bindings", []) for k in b.get("routing_keys", [])]
+    return [t for t in topics
+            if not any(k == "#" or (k.endswith(".#") and t.startswith(k[:-1])) for k in keys)]
+
+
 def cmd_check_config(args) -> int:
     from poormanci._core import Core
 
-    config, files = load_config(args.config_dir, as_hub=True)
-    problems = hub_problems(config) + core_problems(config)
+    config, files, amqp = load_config(args, as_hub=True)
+    problems = (hub_problems(config) if amqp is None else []) + core_problems(config)
     print("config files: " + ", ".join(files))
     if problems:
         for line in problems:
@@ -127,7 +160,7 @@ def cmd_check_config(args) -> int:
     finally:
         core.close()
     print("OK")
-    if config.get("poormanci.enabled") is not True:
+    if amqp is None and config.get("poormanci.enabled") is not True:
         print("warning: poormanci.enabled is not True: fedmsg-hub will not run poormanci")
     projects = config["poormanci.projects"]
     print(f"projects ({len(projects)}):")
@@ -135,9 +168,12 @@ def cmd_check_config(args) -> int:
         shown = [job["job"] + (f" (bus name {job['display_name']})" if job.get("display_name") else "")
                  for job in jobs]
         print(f"  {name}: {', '.join(shown)}")
-    print("topics subscribed:")
+    print("topics subscribed:" if amqp is None else "topics handled:")
     for topic in topics:
         print(f"  {topic}")
+    if amqp is not None:
+        for topic in unbound_topics(amqp, topics):
+            print(f"warning: no binding routes {topic}# to the queue: add that routing key")
     state_dir = config["poormanci.state_dir"]
     has_store = (Path(state_dir) / STORE_FILE).exists()
     print(f"state_dir: {state_dir}" + ("" if has_store else " (no state store yet: made at first start)"))
@@ -173,7 +209,7 @@ def read_envelopes(name: str) -> Iterator[tuple[str, Any, str | None]]:
 def cmd_replay(args) -> int:
     from poormanci._core import Core
 
-    config, _ = load_config(args.config_dir, as_hub=False)
+    config = load_config(args, as_hub=False).config
     problems = core_problems(config)
     if problems:
         for line in problems:
@@ -209,7 +245,8 @@ def cmd_replay(args) -> int:
         core.close()
     if not args.dry_run:
         print()
-        print_status(read_store(config["poormanci.state_dir"]))
+        state_dir = config["poormanci.state_dir"]
+        print_status(read_store(state_dir), state_dir)
     return PROBLEMS if bad else OK
 
 
@@ -222,59 +259,69 @@ def read_store(state_dir: str) -> dict:
         raise Problem(f"no state store in {state_dir} (poormanci has not run with this state_dir, "
                       f"or the path is wrong)")
     try:
-        status = read_status(state_dir)
+        return read_status(state_dir)
     except RuntimeError as e:
         raise Problem(str(e)) from e
-    status["store"] = str(Path(state_dir) / STORE_FILE)
-    return status
 
 
-def relative(seconds: float) -> str:
-    """'in 1m 05s', '12s ago', 'now'."""
+def duration(seconds: float) -> str:
+    """'1h 02m', '1m 05s', '12s'."""
     s = round(abs(seconds))
-    if s == 0:
-        return "now"
     h, rest = divmod(s, 3600)
     m, sec = divmod(rest, 60)
-    text = f"{h}h {m:02d}m" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
-    return f"in {text}" if seconds > 0 else f"{text} ago"
+    return f"{h}h {m:02d}m" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
 
 
 def _pr(item: dict) -> str:
-    return f"{item.get('project') or '?'}#{item.get('pr') if item.get('pr') is not None else '?'}"
+    pr = item.get("pr")
+    return f"{item.get('project') or '?'}#{'?' if pr is None else pr}"
 
 
-def print_status(status: dict, now: float | None = None) -> None:
+def _table(rows: list[list[str]]) -> list[str]:
+    """Rows as lines with aligned columns (the last column is not padded)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  " + "  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]) for row in rows]
+
+
+def print_status(status: dict, state_dir: str, now: float | None = None) -> None:
     now = time.time() if now is None else now
     runs, tasks = status.get("open_runs", []), status.get("tasks", [])
-    print(f"state store: {status['store']}")
+    print(f"state store: {Path(state_dir) / STORE_FILE}")
     if not runs and not tasks:
         print("nothing pending")
     if runs:
         print(f"open runs ({len(runs)}):")
+        rows = []
         for run in runs:
             where = (f"build #{run['build']}" if run.get("build") is not None
-                     else f"queue item {run['queue_id']}" if run.get("queue_id") is not None else "not in Jenkins yet")
-            commit = (run.get("commit") or "unknown")[:10]
-            print(f"  {_pr(run):<24} {run['job']:<24} commit {commit:<10}  {run['state']}, {where}"
-                  f", since {relative(run['created'] - now)}")
+                     else f"queue item {run['queue_id']}" if run.get("queue_id") is not None
+                     else "not in Jenkins yet")
+            rows.append([_pr(run), run["job"], (run.get("commit") or "commit ?")[:10], run["state"],
+                         f"{where}, created {duration(now - run['created'])} ago"])
+        print("\n".join(_table(rows)))
     if tasks:
         print(f"tasks ({len(tasks)}):")
+        rows, errors = [], []
         for task in tasks:
-            tries = f"{task['attempts']} failed attempt(s), next" if task["attempts"] else "due"
-            print(f"  {task['kind']:<8} {_pr(task):<24} {task.get('job') or '?':<24} {tries} {relative(task['due'] - now)}")
-            if task.get("last_error"):
-                print(f"           last error: {task['last_error']}")
+            wait = task["due"] - now
+            when = f"in {duration(wait)}" if wait >= 0.5 else "now" if wait > -0.5 else f"overdue by {duration(wait)}"
+            tries = f"retry {when} after {task['attempts']} failed attempt(s)" if task["attempts"] else f"due {when}"
+            rows.append([task["kind"], _pr(task), task.get("job") or "?", tries])
+            errors.append(task.get("last_error"))
+        for line, error in zip(_table(rows), errors):
+            print(line)
+            if error:
+                print(f"      last error: {error}")
     print(f"finished runs kept: {status.get('finished_runs', 0)}")
 
 
 def cmd_status(args) -> int:
-    state_dir = args.state_dir or state_dir_of(load_config(args.config_dir, as_hub=False)[0])
+    state_dir = args.state_dir or state_dir_of(load_config(args, as_hub=False).config)
     status = read_store(state_dir)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
-        print_status(status)
+        print_status(status, state_dir)
     return OK
 
 
@@ -288,14 +335,21 @@ class _Formatter(argparse.HelpFormatter):
         self._action_max_length = 18
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG instead of INFO (on stderr)")
-    config_dir = argparse.ArgumentParser(add_help=False)
-    config_dir.add_argument(
+def add_config_source(parser) -> None:
+    parser.add_argument(
         "--config-dir", metavar="DIR",
         help="read only DIR/*.py instead of the files fedmsg-hub reads "
              "(/etc/fedmsg.d/*.py, ~/.fedmsg.d/*.py, ./fedmsg.d/*.py, $VIRTUAL_ENV/etc/fedmsg.d/*.py)")
+    parser.add_argument(
+        "--toml", metavar="FILE",
+        help="read the [consumer_config] of this fedora-messaging config instead (poormanci on AMQP)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG instead of INFO (on stderr)")
+    config_source = argparse.ArgumentParser(add_help=False)
+    add_config_source(config_source.add_mutually_exclusive_group())
 
     parser = argparse.ArgumentParser(
         prog="poormanci", formatter_class=_Formatter,
@@ -308,14 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     p = sub.add_parser(
-        "check-config", parents=[common, config_dir], help="check the fedmsg config as fedmsg-hub loads it",
-        description="Load the fedmsg config exactly as fedmsg-hub does and report every problem, one "
-                    "per line (exit 1), or OK with the projects, jobs, topics and state_dir. Run it as "
-                    "the hub's user, from the hub's working directory (./fedmsg.d counts).")
+        "check-config", parents=[common, config_source], help="check the config as fedmsg-hub (or fedora-messaging) loads it",
+        description="Load the fedmsg config exactly as fedmsg-hub does (or, with --toml, the "
+                    "fedora-messaging config as 'fedora-messaging consume' does) and report every "
+                    "problem, one per line (exit 1), or OK with the projects, jobs, topics and "
+                    "state_dir. Run it as the hub's user, from the hub's working directory "
+                    "(./fedmsg.d counts).")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser(
-        "replay", parents=[common, config_dir], help="feed recorded bus messages through poormanci",
+        "replay", parents=[common, config_source], help="feed recorded bus messages through poormanci",
         description="Read bus messages (each FILE holds one fedmsg envelope {\"topic\", \"msg\", "
                     "\"msg_id\", ...}, or one per line; - is stdin) and print what poormanci decides "
                     "for each. Without --dry-run they are really handled: builds are triggered and "
@@ -330,11 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
-        "status", parents=[common, config_dir], help="show what is pending in the state store",
+        "status", parents=[common], help="show what is pending in the state store",
         description="Show the state store: runs not finished (PR, job, commit, Jenkins queue item or "
                     "build) and deliveries waiting or retrying (triggers, flags, comments) with their "
                     "attempts, next try and last error. Read-only: safe while the hub runs.")
-    p.add_argument("--state-dir", metavar="DIR", help="the state_dir to read (default: poormanci.state_dir from the config)")
+    where = p.add_mutually_exclusive_group()
+    add_config_source(where)
+    where.add_argument("--state-dir", metavar="DIR",
+                       help="the state_dir to read (default: poormanci.state_dir from the config)")
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.set_defaults(func=cmd_status)
     return parser
@@ -355,8 +414,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return USAGE
-    if args.command == "status" and args.state_dir and args.config_dir:
-        parser.error("status: give --config-dir or --state-dir, not both")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
