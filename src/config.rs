@@ -61,6 +61,8 @@ pub struct JenkinsConfig {
     pub poll_max: Duration,
     pub queue_timeout: Duration,
     pub build_timeout: Duration,
+    /// Cancel a PR's queued or running builds when it gets a newer commit.
+    pub cancel_superseded: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,12 +74,42 @@ pub struct JobConfig {
     pub display_name: String,
 }
 
+/// Whose pull requests build on their own, and whose commands count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    pub users: Vec<String>,
+    /// Pagure groups whose members are trusted.
+    pub groups: Vec<String>,
+    /// The project's owner, admins and committers (users and groups), as Pagure reports them.
+    pub committers: bool,
+}
+
+impl Default for Trust {
+    /// Secure by default: only the project's own committers.
+    fn default() -> Trust {
+        Trust { users: Vec::new(), groups: Vec::new(), committers: true }
+    }
+}
+
+/// The phrases that are commands when alone on a line of a comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commands {
+    pub ok_to_test: String,
+    pub retest: String,
+    /// Followed by a job name: `/test pungi-pr`.
+    pub test: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub pagure: PagureConfig,
     pub jenkins: JenkinsConfig,
     /// Pagure path `[namespace/]name` -> jobs.
     pub projects: BTreeMap<String, Vec<JobConfig>>,
+    /// The global trust, and per project where a project sets its own.
+    pub trusted: Trust,
+    pub project_trust: BTreeMap<String, Trust>,
+    pub commands: Commands,
     pub state_dir: PathBuf,
     pub retry_deadline: Duration,
 }
@@ -118,8 +150,16 @@ impl Config {
         }
         let queue_timeout = c.duration("poormanci.jenkins", &jenkins, "queue_timeout", 3600.0);
         let build_timeout = c.duration("poormanci.jenkins", &jenkins, "build_timeout", 21600.0);
+        let cancel_superseded = c.opt_bool("poormanci.jenkins", &jenkins, "cancel_superseded", true);
 
-        let projects = c.projects(root.get("poormanci.projects"));
+        let trusted = c.trust("poormanci.trusted", root.get("poormanci.trusted"), &Trust::default());
+        let (projects, project_trust) = c.projects(root.get("poormanci.projects"), &trusted);
+        let commands = c.opt_section(root, "poormanci.commands");
+        let commands = Commands {
+            ok_to_test: c.opt_str("poormanci.commands", &commands, "ok_to_test").unwrap_or_else(|| "/ok-to-test".into()),
+            retest: c.opt_str("poormanci.commands", &commands, "retest").unwrap_or_else(|| "/retest".into()),
+            test: c.opt_str("poormanci.commands", &commands, "test").unwrap_or_else(|| "/test".into()),
+        };
         let state_dir = match root.get("poormanci.state_dir") {
             Some(Value::String(s)) if !s.is_empty() => Some(PathBuf::from(s)),
             None | Some(Value::Null) => c.missing("poormanci.state_dir", "a directory path"),
@@ -147,8 +187,12 @@ impl Config {
                 poll_max,
                 queue_timeout,
                 build_timeout,
+                cancel_superseded,
             },
             projects,
+            trusted,
+            project_trust,
+            commands,
             state_dir: state_dir.unwrap(),
             retry_deadline,
         })
@@ -168,6 +212,10 @@ impl Config {
             .iter()
             .flat_map(|(p, jobs)| jobs.iter().map(move |j| (p.as_str(), j)))
             .filter(move |(_, j)| j.display_name == display_name)
+    }
+
+    pub fn trust(&self, project: &str) -> &Trust {
+        self.project_trust.get(project).unwrap_or(&self.trusted)
     }
 
     pub fn job(&self, project: &str, job: &str) -> Option<&JobConfig> {
@@ -208,6 +256,40 @@ impl Checker {
             Some(Value::Object(m)) => m.clone(),
             None | Some(Value::Null) => self.missing(key, "a dict").unwrap_or_default(),
             Some(_) => self.wrong(key, "a dict").unwrap_or_default(),
+        }
+    }
+
+    fn opt_section(&mut self, root: &Section, key: &str) -> Section {
+        match root.get(key) {
+            None | Some(Value::Null) => Section::new(),
+            _ => self.section(root, key),
+        }
+    }
+
+    fn str_list(&mut self, key: &str, v: Option<&Value>) -> Vec<String> {
+        match v {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if items.iter().all(|i| i.as_str().is_some_and(|s| !s.is_empty())) => {
+                items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()
+            }
+            Some(_) => self.wrong(key, "a list of names").unwrap_or_default(),
+        }
+    }
+
+    /// A `trusted` dict; keys left out keep the `base` value.
+    fn trust(&mut self, key: &str, v: Option<&Value>, base: &Trust) -> Trust {
+        let m = match v {
+            None | Some(Value::Null) => return base.clone(),
+            Some(Value::Object(m)) => m,
+            Some(_) => return self.wrong(key, "a dict with users, groups, committers").unwrap_or_else(|| base.clone()),
+        };
+        for k in m.keys().filter(|k| !["users", "groups", "committers"].contains(&k.as_str())) {
+            self.problem(format!("{key}.{k}: unknown key (expected users, groups, committers)"));
+        }
+        Trust {
+            users: if m.contains_key("users") { self.str_list(&format!("{key}.users"), m.get("users")) } else { base.users.clone() },
+            groups: if m.contains_key("groups") { self.str_list(&format!("{key}.groups"), m.get("groups")) } else { base.groups.clone() },
+            committers: self.opt_bool(key, m, "committers", base.committers),
         }
     }
 
@@ -274,30 +356,38 @@ impl Checker {
         Some(PeerConfig { url: url?, topic, timeout, ca_bundle, insecure, concurrency })
     }
 
-    fn projects(&mut self, v: Option<&Value>) -> BTreeMap<String, Vec<JobConfig>> {
+    fn projects(&mut self, v: Option<&Value>, trusted: &Trust) -> (BTreeMap<String, Vec<JobConfig>>, BTreeMap<String, Trust>) {
         const KEY: &str = "poormanci.projects";
-        let mut out = BTreeMap::new();
+        let (mut out, mut trust) = (BTreeMap::new(), BTreeMap::new());
         let map = match v {
             Some(Value::Object(m)) => m,
             None | Some(Value::Null) => return self.missing(KEY, "a dict of project -> list of jobs").unwrap_or_default(),
             Some(_) => return self.wrong(KEY, "a dict of project -> list of jobs").unwrap_or_default(),
         };
-        for (project, jobs) in map {
+        for (project, value) in map {
             let pkey = format!("{KEY}[{project:?}]").replace('"', "'");
             if !valid_project_path(project) {
                 self.problem(format!("{pkey}: expected a Pagure path \"name\" or \"namespace/name\""));
                 continue;
             }
+            // A list of jobs, or {"jobs": [...], "trusted": {...}} for a project's own trust.
+            let (jobs, jkey) = match value {
+                Value::Object(m) => {
+                    trust.insert(project.clone(), self.trust(&format!("{pkey}.trusted"), m.get("trusted"), trusted));
+                    (m.get("jobs").unwrap_or(&Value::Null), format!("{pkey}.jobs"))
+                }
+                other => (other, pkey.clone()),
+            };
             let list = match jobs {
                 Value::Array(list) if !list.is_empty() => list,
                 _ => {
-                    self.problem(format!("{pkey}: expected a non-empty list of jobs"));
+                    self.problem(format!("{jkey}: expected a non-empty list of jobs"));
                     continue;
                 }
             };
             let mut parsed = Vec::new();
             for (i, job) in list.iter().enumerate() {
-                let jkey = format!("{pkey}[{i}]");
+                let jkey = format!("{jkey}[{i}]");
                 let Some(m) = job.as_object() else {
                     self.problem(format!("{jkey}: expected a dict with \"job\" and \"token\""));
                     continue;
@@ -317,7 +407,7 @@ impl Checker {
             }
             out.insert(project.clone(), parsed);
         }
-        out
+        (out, trust)
     }
 }
 

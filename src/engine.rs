@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::event::Message;
 use crate::http::PeerError;
 use crate::jenkins::QueueState;
-use crate::policy::{self, Decision, FlagReport, Head, Outcome};
+use crate::policy::{self, Command, Decision, FlagReport, Head, Outcome, RunSpec};
 use crate::store::{Run, Store, Task};
 use crate::worker::{self, Peers, TaskResult};
 
@@ -147,25 +147,170 @@ impl Engine {
         match policy::decide(&self.cfg, &msg, &self.store) {
             Decision::Ignore(why) => debug!("msg {id} {}: ignored: {why}", msg.topic),
             Decision::Refuse(why) => warn!("msg {id} {}: refused: {why}", msg.topic),
-            Decision::Trigger(specs) => {
-                for spec in specs {
-                    match self.store.add_run(&spec, t) {
-                        Ok(run) => {
-                            info!(
-                                "msg {id} {}: trigger {} for {}#{} at {} (run {run})",
-                                msg.topic,
-                                spec.job,
-                                spec.project,
-                                spec.pr,
-                                policy::short(spec.commit.as_deref())
-                            );
-                            self.add_task(run, "trigger", json!({}), t, t + self.cfg.retry_deadline.as_secs_f64());
+            Decision::Trigger { runs, author } => self.start_runs(id, &msg.topic, runs, &author, t),
+            Decision::Commands { commands, user, spec } => self.commands(id, &msg.topic, commands, &user, spec, t),
+            Decision::BuildFinished { jobs, number } => self.build_finished(id, &msg.topic, &jobs, number),
+        }
+    }
+
+    /// New runs for a PR's commit: started when the author is trusted by the
+    /// config or the PR was approved; otherwise gated until Pagure (or a
+    /// trusted person's `/ok-to-test`) says so.
+    fn start_runs(&mut self, id: &str, topic: &str, specs: Vec<RunSpec>, author: &str, t: f64) {
+        let Some(first) = specs.first().cloned() else { return };
+        let cfg = self.cfg.clone();
+        let trust = cfg.trust(&first.project);
+        let go = policy::trusted_by_config(trust, author) || self.store.approved(&first.project, first.pr).unwrap_or(false);
+        let mut anchor = None;
+        for spec in specs {
+            match self.store.add_run(&spec, if go { "triggering" } else { "gated" }, t) {
+                Ok(run) => {
+                    let verb = if go { "trigger" } else { "gate" };
+                    info!("msg {id} {topic}: {verb} {} for {}#{} by {author} at {} (run {run})", spec.job, spec.project, spec.pr, policy::short(spec.commit.as_deref()));
+                    if go {
+                        self.trigger(run, t);
+                    } else {
+                        self.supersede(run, t);
+                    }
+                    anchor.get_or_insert(run);
+                }
+                Err(e) => error!("msg {id}: cannot record a run of {} for {}#{}: {e}", spec.job, spec.project, spec.pr),
+            }
+        }
+        match anchor {
+            Some(run) if !go && policy::trust_needs_pagure(trust) => {
+                self.add_task(run, "trust", json!({"user": author, "then": "release"}), t, t + self.cfg.retry_deadline.as_secs_f64());
+            }
+            Some(_) if !go => self.hold(&first.project, first.pr, t),
+            _ => {}
+        }
+    }
+
+    fn trigger(&mut self, run: i64, t: f64) {
+        self.add_task(run, "trigger", json!({}), t, t + self.cfg.retry_deadline.as_secs_f64());
+        self.supersede(run, t);
+    }
+
+    /// A newer run of a PR and job ends the older ones: gated ones simply,
+    /// queued or running ones cancelled in Jenkins (when configured).
+    fn supersede(&mut self, newer: i64, t: f64) {
+        let Ok(Some(new)) = self.store.run(newer) else { return };
+        for old in self.store.open_runs_of_pr(&new.project, new.pr).unwrap_or_default() {
+            if old.job != new.job || old.id >= new.id || (old.commit == new.commit && old.state != "gated") {
+                continue;
+            }
+            if old.state != "gated" {
+                if !self.cfg.jenkins.cancel_superseded {
+                    continue;
+                }
+                info!("run {} ({} for {}#{}): superseded by run {newer}; cancelling it in Jenkins", old.id, old.job, old.project, old.pr);
+                self.add_task(old.id, "cancel", json!({}), t, t + self.cfg.retry_deadline.as_secs_f64());
+            }
+            self.finish(&old, Outcome::Superseded, t);
+        }
+    }
+
+    /// The latest gated run of each job of a PR may go.
+    fn release(&mut self, project: &str, pr: u64, t: f64) {
+        for run in self.latest_gated(project, pr) {
+            if self.store.release(run.id).unwrap_or(false) {
+                info!("run {} ({} for {}#{}): approved, triggering", run.id, run.job, run.project, run.pr);
+                self.trigger(run.id, t);
+            }
+        }
+    }
+
+    /// Gated runs wait for a trusted person: say so on the PR, once.
+    fn hold(&mut self, project: &str, pr: u64, t: f64) {
+        let gated = self.latest_gated(project, pr);
+        let Some(first) = gated.first() else { return };
+        info!("{project}#{pr}: the author is not trusted; waiting for {}", self.cfg.commands.ok_to_test);
+        for run in &gated {
+            self.add_flag(run, policy::pending_approval(&self.cfg, &run.pr_url));
+        }
+        if self.store.first_sight(&format!("gate:{project}#{pr}"), t).unwrap_or(false) {
+            let text = policy::approval_notice(&self.cfg);
+            self.add_task(first.id, "comment", json!({"text": text}), t, t + self.cfg.retry_deadline.as_secs_f64());
+        }
+    }
+
+    fn latest_gated(&self, project: &str, pr: u64) -> Vec<Run> {
+        let mut latest: HashMap<String, Run> = HashMap::new();
+        for run in self.store.open_runs_of_pr(project, pr).unwrap_or_default().into_iter().filter(|r| r.state == "gated") {
+            latest.insert(run.job.clone(), run);
+        }
+        let mut runs: Vec<Run> = latest.into_values().collect();
+        runs.sort_by_key(|r| r.id);
+        runs
+    }
+
+    fn commands(&mut self, id: &str, topic: &str, commands: Vec<Command>, user: &str, spec: RunSpec, t: f64) {
+        let cfg = self.cfg.clone();
+        let trust = cfg.trust(&spec.project);
+        if policy::trusted_by_config(trust, user) {
+            return self.obey(&commands, user, &spec, t);
+        }
+        if !policy::trust_needs_pagure(trust) {
+            return debug!("msg {id} {topic}: ignored: {commands:?} from {user}, who is not trusted");
+        }
+        debug!("msg {id} {topic}: {commands:?} from {user}: asking Pagure whether {user} is trusted");
+        // The trust question hangs on a run of the PR; a PR never seen gets its first, gated.
+        let anchor = match self.store.latest_run_of_pr(&spec.project, spec.pr) {
+            Ok(Some(run)) => run,
+            _ => match self.store.add_run(&RunSpec { job: self.jobs_of(&spec.project)[0].clone(), ..spec.clone() }, "gated", t) {
+                Ok(run) => run,
+                Err(e) => return error!("msg {id}: cannot record a run for {}#{}: {e}", spec.project, spec.pr),
+            },
+        };
+        let payload = json!({"user": user, "then": "commands", "commands": commands, "spec": spec});
+        self.add_task(anchor, "trust", payload, t, t + self.cfg.retry_deadline.as_secs_f64());
+    }
+
+    fn jobs_of(&self, project: &str) -> Vec<String> {
+        self.cfg.projects.get(project).map(|jobs| jobs.iter().map(|j| j.job.clone()).collect()).unwrap_or_default()
+    }
+
+    /// A trusted person's commands.
+    fn obey(&mut self, commands: &[Command], user: &str, spec: &RunSpec, t: f64) {
+        for command in commands {
+            let jobs = match command {
+                Command::OkToTest => {
+                    info!("{}#{}: approved by {user}", spec.project, spec.pr);
+                    let _ = self.store.approve(&spec.project, spec.pr, user, t);
+                    self.release(&spec.project, spec.pr, t);
+                    continue;
+                }
+                Command::Retest => self.jobs_of(&spec.project),
+                Command::Test(name) => {
+                    let found = self.cfg.projects.get(&spec.project).into_iter().flatten().find(|j| &j.job == name || &j.display_name == name);
+                    match found {
+                        Some(job) => vec![job.job.clone()],
+                        None => {
+                            info!("{}#{}: {user} asked to test {name:?}, which is not a job of {}", spec.project, spec.pr, spec.project);
+                            continue;
                         }
-                        Err(e) => error!("msg {id}: cannot record a run of {} for {}#{}: {e}", spec.job, spec.project, spec.pr),
                     }
                 }
+            };
+            for job in jobs {
+                self.rebuild(RunSpec { job, ..spec.clone() }, user, t);
             }
-            Decision::BuildFinished { jobs, number } => self.build_finished(id, &msg.topic, &jobs, number),
+        }
+    }
+
+    /// Build a job again at the PR's current commit, unless a build of that
+    /// commit is already queued or running.
+    fn rebuild(&mut self, spec: RunSpec, user: &str, t: f64) {
+        let open = self.store.open_runs_of_pr(&spec.project, spec.pr).unwrap_or_default();
+        if open.iter().any(|r| r.job == spec.job && r.commit == spec.commit && r.state != "gated") {
+            return debug!("{}#{}: {} at {} is already queued or running", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
+        }
+        match self.store.add_run(&spec, "triggering", t) {
+            Ok(run) => {
+                info!("{}#{}: {user} asked: trigger {} at {} (run {run})", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
+                self.trigger(run, t);
+            }
+            Err(e) => error!("cannot record a run of {} for {}#{}: {e}", spec.job, spec.project, spec.pr),
         }
     }
 
@@ -210,11 +355,11 @@ impl Engine {
         match policy::decide(&self.cfg, msg, &self.store) {
             Decision::Ignore(why) => vec![format!("ignore: {why}")],
             Decision::Refuse(why) => vec![format!("refuse: {why}")],
-            Decision::Trigger(specs) => specs
+            Decision::Trigger { runs, author } => runs
                 .iter()
                 .map(|s| {
                     format!(
-                        "trigger {} for {}#{} at {}: REPO={} BRANCH={} BRANCH_TO={}",
+                        "trigger {} for {}#{} by {author} at {}: REPO={} BRANCH={} BRANCH_TO={}",
                         s.job,
                         s.project,
                         s.pr,
@@ -225,6 +370,9 @@ impl Engine {
                     )
                 })
                 .collect(),
+            Decision::Commands { commands, user, spec } => {
+                vec![format!("commands {commands:?} from {user} on {}#{}, if {user} is trusted", spec.project, spec.pr)]
+            }
             Decision::BuildFinished { jobs, number } => {
                 jobs.iter().map(|(p, j)| format!("look up build #{number} of {j} (project {p}) and report it")).collect()
             }
@@ -355,10 +503,30 @@ impl Engine {
                     self.poll_again(&task, t);
                 }
             }
+            TaskResult::Trust(trusted) => {
+                let _ = self.store.delete_task(id);
+                self.trust_answer(&task, &run, trusted, t);
+            }
             TaskResult::Head(head) => {
                 let _ = self.store.delete_task(id);
                 self.report(&run, &task.payload, head);
             }
+        }
+    }
+
+    fn trust_answer(&mut self, task: &Task, run: &Run, trusted: bool, t: f64) {
+        let user = task.payload["user"].as_str().unwrap_or_default();
+        match task.payload["then"].as_str() {
+            Some("release") if trusted => self.release(&run.project, run.pr, t),
+            Some("release") => self.hold(&run.project, run.pr, t),
+            Some("commands") => {
+                let commands: Vec<Command> = serde_json::from_value(task.payload["commands"].clone()).unwrap_or_default();
+                match serde_json::from_value::<RunSpec>(task.payload["spec"].clone()) {
+                    Ok(spec) if trusted => self.obey(&commands, user, &spec, t),
+                    _ => debug!("{}#{}: ignored {commands:?} from {user}, who is not trusted", run.project, run.pr),
+                }
+            }
+            other => error!("trust of run {}: unknown follow-up {other:?}", run.id),
         }
     }
 
@@ -421,6 +589,8 @@ impl Engine {
         match task.kind.as_str() {
             "trigger" => self.finish(run, Outcome::TriggerFailed { why: why.to_string() }, t),
             "follow" => self.finish(run, Outcome::Lost { why: why.to_string() }, t),
+            // Not knowing is not trusting.
+            "trust" => self.trust_answer(task, run, false, t),
             "report" => {
                 // Without the PR's head, report as if it had not moved: a
                 // result is better than none.
@@ -435,6 +605,9 @@ impl Engine {
     fn finish(&mut self, run: &Run, outcome: Outcome, t: f64) {
         let value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
         match self.store.finish(run.id, &value, t) {
+            Ok(true) if outcome == Outcome::Superseded => {
+                debug!("run {} ({} for {}#{}): superseded by a newer commit", run.id, run.job, run.project, run.pr);
+            }
             Ok(true) => {
                 info!("run {} ({} for {}#{}): finished: {value}", run.id, run.job, run.project, run.pr);
                 self.add_task(run.id, "report", json!({"outcome": value}), t, t + self.cfg.retry_deadline.as_secs_f64());

@@ -91,6 +91,14 @@ impl Pagure {
         self.get(url, Target { project, id: None, acl: None }).await
     }
 
+    /// `GET /api/0/group/<name>` → the names of its members.
+    pub async fn group_members(&self, group: &str) -> Result<Vec<String>, PeerError> {
+        let url = self.url("group", &[group]);
+        let answer = self.get(url, Target { project: group, id: None, acl: None }).await?;
+        let members = answer.get("members").and_then(Value::as_array).into_iter().flatten();
+        Ok(members.filter_map(|m| m.as_str().map(str::to_owned)).collect())
+    }
+
     pub async fn comment(&self, project: &str, id: u64, text: &str) -> Result<(), PeerError> {
         let url = self.url(project, &["pull-request", &id.to_string(), "comment"]);
         let target = Target { project, id: Some(id), acl: Some("pull_request_comment") };

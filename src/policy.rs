@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Commands, Config, Trust};
 use crate::event::{Event, Message, PrStatus, PullRequest, Source};
 use crate::jenkins::BuildResult;
 use crate::pagure::FlagStatus;
@@ -16,7 +16,7 @@ pub trait History {
 }
 
 /// One build to start: a job of a project, for one commit of one PR.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunSpec {
     pub project: String,
     pub pr: u64,
@@ -34,7 +34,11 @@ pub enum Decision {
     Ignore(String),
     /// Nothing to do, and someone should know (logged at WARNING).
     Refuse(String),
-    Trigger(Vec<RunSpec>),
+    /// Build these, if `author` is trusted or the PR approved.
+    Trigger { runs: Vec<RunSpec>, author: String },
+    /// Commands in a person's comment, to obey if `user` is trusted.
+    /// `spec` is the PR at its current commit (its `job` left empty).
+    Commands { commands: Vec<Command>, user: String, spec: RunSpec },
     /// Jenkins says build `number` of one of these (project, job) ended.
     BuildFinished { jobs: Vec<(String, String)>, number: u64 },
 }
@@ -59,8 +63,14 @@ pub fn decide(cfg: &Config, msg: &Message, history: &impl History) -> Decision {
             let Some(jobs) = cfg.projects.get(&pr.project).filter(|_| !pr.target_is_fork) else {
                 return Decision::Ignore(format!("project {} is not configured", pr.project));
             };
-            if let Err(why) = wants_build(&e.action, pr, own) {
-                return Decision::Ignore(why);
+            let commands = match (&e.action[..], &pr.last_comment) {
+                ("comment.added", Some(c)) if !c.notification => parse_commands(&cfg.commands, c.text.as_deref().unwrap_or("")),
+                _ => Vec::new(),
+            };
+            if commands.is_empty() {
+                if let Err(why) = wants_build(&e.action, pr, own) {
+                    return Decision::Ignore(why);
+                }
             }
             if pr.status != PrStatus::Open {
                 return Decision::Ignore(format!("{}#{} is {:?}", pr.project, pr.id, pr.status));
@@ -69,6 +79,10 @@ pub fn decide(cfg: &Config, msg: &Message, history: &impl History) -> Decision {
                 Ok(spec) => spec,
                 Err(why) => return Decision::Refuse(format!("{}#{}: {why}; not built", pr.project, pr.id)),
             };
+            if !commands.is_empty() {
+                let user = pr.last_comment.as_ref().and_then(|c| c.user.clone()).or_else(|| e.agent.clone()).unwrap_or_default();
+                return Decision::Commands { commands, user, spec };
+            }
             let runs: Vec<RunSpec> = jobs
                 .iter()
                 .filter(|j| !matches!(&pr.commit, Some(c) if history.built(&pr.project, pr.id, &j.job, c)))
@@ -77,7 +91,7 @@ pub fn decide(cfg: &Config, msg: &Message, history: &impl History) -> Decision {
             if runs.is_empty() {
                 Decision::Ignore(format!("{}#{} at {} is already built", pr.project, pr.id, short(pr.commit.as_deref())))
             } else {
-                Decision::Trigger(runs)
+                Decision::Trigger { runs, author: pr.author.clone() }
             }
         }
     }
@@ -103,6 +117,82 @@ fn wants_build(action: &str, pr: &PullRequest, own_user: Option<&str>) -> Result
         }
         other => Err(format!("pull-request.{other} does not trigger builds")),
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Approve the PR: its current and later commits build.
+    OkToTest,
+    /// Build every job again at the current commit.
+    Retest,
+    /// Build one job again.
+    Test(String),
+}
+
+/// The commands in a comment: each alone on its own line, so that quoting
+/// or mentioning one in a sentence (as poormanci's own comments do) is not one.
+pub fn parse_commands(phrases: &Commands, text: &str) -> Vec<Command> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let command = if line == phrases.ok_to_test {
+            Command::OkToTest
+        } else if line == phrases.retest {
+            Command::Retest
+        } else if let Some(job) = line.strip_prefix(phrases.test.as_str()).and_then(|r| r.strip_prefix(' ')) {
+            Command::Test(job.trim().to_string())
+        } else {
+            continue;
+        };
+        if !out.contains(&command) {
+            out.push(command);
+        }
+    }
+    out
+}
+
+/// Who may do what, as far as the config alone tells.
+pub fn trusted_by_config(trust: &Trust, user: &str) -> bool {
+    trust.users.iter().any(|u| u == user)
+}
+
+/// Whether Pagure must be asked (project committers, group members).
+pub fn trust_needs_pagure(trust: &Trust) -> bool {
+    trust.committers || !trust.groups.is_empty()
+}
+
+/// A project's committers as `GET /api/0/<project>` reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acl {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// Owner, admins and committers; "collaborator" (commit to some branches
+/// only) and "ticket" do not make anyone trusted.
+pub fn acl_of_project(project: &serde_json::Value) -> Acl {
+    let names = |v: &serde_json::Value, levels: &[&str]| -> Vec<String> {
+        levels.iter().flat_map(|l| v.get(*l).and_then(|x| x.as_array()).into_iter().flatten()).filter_map(|n| n.as_str().map(str::to_owned)).collect()
+    };
+    Acl {
+        users: names(&project["access_users"], &["owner", "admin", "commit"]),
+        groups: names(&project["access_groups"], &["admin", "commit"]),
+    }
+}
+
+/// The groups whose members decide whether a user is trusted.
+pub fn groups_to_ask(trust: &Trust, acl: &Acl) -> Vec<String> {
+    let mut groups = trust.groups.clone();
+    if trust.committers {
+        groups.extend(acl.groups.iter().cloned());
+    }
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
+pub fn trusted_by_pagure(trust: &Trust, user: &str, acl: &Acl, members_of_groups: &[String]) -> bool {
+    trusted_by_config(trust, user) || (trust.committers && acl.users.iter().any(|u| u == user)) || members_of_groups.iter().any(|m| m == user)
 }
 
 /// Pagure's automatic comments that mean the PR's code changed, in all the
@@ -201,6 +291,8 @@ pub enum Outcome {
     TriggerFailed { why: String },
     /// The build could not be followed (queue item forgotten, build deleted).
     Lost { why: String },
+    /// A newer commit of the PR is built instead; nothing to report.
+    Superseded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +320,25 @@ pub struct Report {
 
 pub fn pending_queued(job_url: &str) -> FlagReport {
     FlagReport { status: FlagStatus::Pending, percent: None, text: "Build queued".into(), url: job_url.into() }
+}
+
+pub fn pending_approval(cfg: &Config, pr_url: &str) -> FlagReport {
+    FlagReport {
+        status: FlagStatus::Pending,
+        percent: None,
+        text: format!("Waiting for a trusted person to comment {}", cfg.commands.ok_to_test),
+        url: pr_url.into(),
+    }
+}
+
+/// Posted once per PR whose author is not trusted. The command is quoted
+/// inside a sentence, so this comment is never read as one.
+pub fn approval_notice(cfg: &Config) -> String {
+    format!(
+        "Thanks for the pull request! Its tests run on {} once a trusted person (a committer of this \
+         project) has looked at it and commented `{}` on a line of its own.",
+        cfg.pagure.flag_name, cfg.commands.ok_to_test
+    )
 }
 
 pub fn pending_running(number: u64, url: &str) -> FlagReport {
@@ -280,6 +391,7 @@ fn describe(outcome: &Outcome, commit: Option<&str>, job_url: &str) -> (FlagStat
         }
         Outcome::TriggerFailed { why } => (FlagStatus::Error, None, format!("Could not start a build{of}: {why}"), job_url.into()),
         Outcome::Lost { why } => (FlagStatus::Error, None, format!("Lost track of the build{of}: {why}"), job_url.into()),
+        Outcome::Superseded => (FlagStatus::Canceled, None, format!("Superseded by a newer commit{of}"), job_url.into()),
     }
 }
 
@@ -331,7 +443,7 @@ mod tests {
 
     #[test]
     fn new_pr_triggers_every_job_with_fork_parameters() {
-        let Decision::Trigger(runs) = decide_fixture("prod2016.pagure.pull-request.new.pungi-235", |_| {}) else { panic!() };
+        let Decision::Trigger { runs, .. } = decide_fixture("prod2016.pagure.pull-request.new.pungi-235", |_| {}) else { panic!() };
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].repo, "https://pagure.io/forks/lsedlar/pungi.git");
         assert_eq!((runs[0].branch.as_str(), runs[0].branch_to.as_str()), ("lorax-dir", "master"));
@@ -371,7 +483,7 @@ mod tests {
         cfg.projects.insert("pagure".into(), cfg.projects["pungi"].clone());
         let mut v = fixture(name);
         let msg = parse(&cfg, v["topic"].as_str().unwrap(), &&v).unwrap();
-        assert!(matches!(decide(&cfg, &msg, &Built::default()), Decision::Trigger(_)));
+        assert!(matches!(decide(&cfg, &msg, &Built::default()), Decision::Trigger { .. }));
         let last = v["msg"]["pullrequest"]["comments"].as_array_mut().unwrap().last_mut().unwrap();
         last["notification"] = false.into();
         let msg = parse(&cfg, v["topic"].as_str().unwrap(), &&v).unwrap();
@@ -387,7 +499,7 @@ mod tests {
         let msg = parse(&cfg, v["topic"].as_str().unwrap(), &&v).unwrap();
         let mut built = Built::default();
         built.0.insert(("test".into(), 87, "pungi-pr".into(), "5eea7904b69aa3f349a7b1759627f4cfc5f7bee2".into()));
-        let Decision::Trigger(runs) = decide(&cfg, &msg, &built) else { panic!() };
+        let Decision::Trigger { runs, .. } = decide(&cfg, &msg, &built) else { panic!() };
         assert_eq!(runs.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(), ["pungi-docs"]);
         built.0.insert(("test".into(), 87, "pungi-docs".into(), "5eea7904b69aa3f349a7b1759627f4cfc5f7bee2".into()));
         assert!(matches!(decide(&cfg, &msg, &built), Decision::Ignore(_)));
@@ -421,7 +533,7 @@ mod tests {
                 v["msg"]["pullrequest"]["remote_git"] = url.into();
             })
         };
-        assert!(matches!(remote("https://github.com/a/b.git"), Decision::Trigger(ref r) if r[0].repo == "https://github.com/a/b.git"));
+        assert!(matches!(remote("https://github.com/a/b.git"), Decision::Trigger { runs: ref r, .. } if r[0].repo == "https://github.com/a/b.git"));
         for bad in ["ext::sh -c evil", "--upload-pack=x", "/etc/passwd", "file:///etc", "https://a b/"] {
             assert!(matches!(remote(bad), Decision::Refuse(_)), "{bad}");
         }
@@ -435,6 +547,40 @@ mod tests {
         let topic = v["topic"].as_str().unwrap().replace("io.pagure.dev.", "io.pagure.prod.");
         let msg = parse(&cfg, &topic, &&v).unwrap();
         assert_eq!(decide(&cfg, &msg, &Built::default()), Decision::Ignore("an echo of poormanci's own action".into()));
+    }
+
+    #[test]
+    fn commands_are_whole_lines() {
+        let cfg = config();
+        let text = "LGTM\n/ok-to-test\r\n  /retest  \n/test pungi-docs\nplease run `/ok-to-test`\n/retesting";
+        assert_eq!(parse_commands(&cfg.commands, text), [Command::OkToTest, Command::Retest, Command::Test("pungi-docs".into())]);
+        assert!(parse_commands(&cfg.commands, &approval_notice(&cfg)).is_empty());
+        let d = decide_fixture("prod2016.pagure.pull-request.comment.added.human.pagure-843", |v| {
+            v["msg"]["pullrequest"]["project"]["name"] = "pungi".into();
+            let c = v["msg"]["pullrequest"]["comments"].as_array_mut().unwrap().last_mut().unwrap();
+            c["comment"] = "/retest".into();
+        });
+        assert!(matches!(d, Decision::Commands { ref commands, .. } if commands == &[Command::Retest]), "{d:?}");
+    }
+
+    #[test]
+    fn who_is_trusted() {
+        let project = serde_json::json!({
+            "access_users": {"owner": ["ralph"], "admin": ["ann"], "commit": ["cid"], "collaborator": ["col"], "ticket": ["tim"]},
+            "access_groups": {"admin": ["admins"], "commit": [], "ticket": ["triagers"]},
+        });
+        let acl = acl_of_project(&project);
+        assert_eq!(acl, Acl { users: vec!["ralph".into(), "ann".into(), "cid".into()], groups: vec!["admins".into()] });
+        let trust = Trust { users: vec!["alice".into()], groups: vec!["qa".into()], committers: true };
+        assert_eq!(groups_to_ask(&trust, &acl), ["admins", "qa"]);
+        for user in ["alice", "ralph", "ann", "cid", "gus"] {
+            assert!(trusted_by_pagure(&trust, user, &acl, &["gus".into()]), "{user}");
+        }
+        for user in ["col", "tim", "mallory"] {
+            assert!(!trusted_by_pagure(&trust, user, &acl, &["gus".into()]), "{user}");
+        }
+        let no_committers = Trust { committers: false, ..trust };
+        assert!(!trusted_by_pagure(&no_committers, "ralph", &acl, &[]));
     }
 
     #[test]

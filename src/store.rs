@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS runs (
     project TEXT NOT NULL, pr INTEGER NOT NULL, job TEXT NOT NULL, commit_id TEXT,
     repo TEXT NOT NULL, branch TEXT NOT NULL, branch_to TEXT NOT NULL, pr_url TEXT NOT NULL,
     queue_id INTEGER, build INTEGER, build_url TEXT,
-    state TEXT NOT NULL DEFAULT 'triggering',  -- triggering, queued, running, done
+    state TEXT NOT NULL DEFAULT 'triggering',  -- gated, triggering, queued, running, done
     outcome TEXT,
     created REAL NOT NULL, started REAL, finished REAL
 );
@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks(due);
+CREATE TABLE IF NOT EXISTS approvals (
+    project TEXT NOT NULL, pr INTEGER NOT NULL, by_user TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (project, pr)
+);
 ";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,17 +160,45 @@ impl Store {
         Ok(self.db.execute("INSERT OR IGNORE INTO seen (msg_id, at) VALUES (?1, ?2)", params![msg_id, now])? == 1)
     }
 
-    pub fn add_run(&self, spec: &RunSpec, now: f64) -> Result<i64> {
+    /// A new run, `gated` (waiting for a trusted person) or `triggering`.
+    pub fn add_run(&self, spec: &RunSpec, state: &str, now: f64) -> Result<i64> {
         self.db.execute(
-            "INSERT INTO runs (project, pr, job, commit_id, repo, branch, branch_to, pr_url, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![spec.project, spec.pr, spec.job, spec.commit, spec.repo, spec.branch, spec.branch_to, spec.pr_url, now],
+            "INSERT INTO runs (project, pr, job, commit_id, repo, branch, branch_to, pr_url, state, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![spec.project, spec.pr, spec.job, spec.commit, spec.repo, spec.branch, spec.branch_to, spec.pr_url, state, now],
         )?;
         Ok(self.db.last_insert_rowid())
     }
 
     pub fn run(&self, id: i64) -> Result<Option<Run>> {
         self.db.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], run_from).optional()
+    }
+
+    /// Unfinished runs of a PR (every job), oldest first.
+    pub fn open_runs_of_pr(&self, project: &str, pr: u64) -> Result<Vec<Run>> {
+        let mut stmt = self
+            .db
+            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 AND pr = ?2 AND state != 'done' ORDER BY id"))?;
+        let rows = stmt.query_map(params![project, pr], run_from)?;
+        rows.collect()
+    }
+
+    pub fn latest_run_of_pr(&self, project: &str, pr: u64) -> Result<Option<i64>> {
+        self.db.query_row("SELECT max(id) FROM runs WHERE project = ?1 AND pr = ?2", params![project, pr], |r| r.get(0))
+    }
+
+    /// A gated run may go: it becomes `triggering`.
+    pub fn release(&self, id: i64) -> Result<bool> {
+        Ok(self.db.execute("UPDATE runs SET state = 'triggering' WHERE id = ?1 AND state = 'gated'", [id])? == 1)
+    }
+
+    pub fn approve(&self, project: &str, pr: u64, by: &str, now: f64) -> Result<()> {
+        self.db.execute("INSERT OR IGNORE INTO approvals (project, pr, by_user, at) VALUES (?1, ?2, ?3, ?4)", params![project, pr, by, now])?;
+        Ok(())
+    }
+
+    pub fn approved(&self, project: &str, pr: u64) -> Result<bool> {
+        self.db.prepare_cached("SELECT 1 FROM approvals WHERE project = ?1 AND pr = ?2")?.exists(params![project, pr])
     }
 
     pub fn set_queued(&self, id: i64, queue_id: Option<u64>) -> Result<()> {
@@ -289,6 +321,8 @@ impl Store {
             [KEEP_SEEN],
         )?;
         self.db.execute("DELETE FROM runs WHERE state = 'done' AND finished < ?1 AND id NOT IN (SELECT run FROM tasks)", [old])?;
+        // Approvals are kept about a year: a PR open that long is rare.
+        self.db.execute("DELETE FROM approvals WHERE at < ?1", [now - 12.0 * KEEP_SECS])?;
         Ok(())
     }
 
@@ -350,7 +384,7 @@ mod tests {
     #[test]
     fn runs_finish_once() {
         let s = Store::open_in_memory();
-        let id = s.add_run(&spec("aaa"), 1.0).unwrap();
+        let id = s.add_run(&spec("aaa"), "triggering", 1.0).unwrap();
         assert!(s.built("pungi", 235, "pungi-pr", "aaa"));
         assert!(!s.built("pungi", 235, "pungi-pr", "bbb"));
         s.set_queued(id, Some(39)).unwrap();
@@ -364,7 +398,7 @@ mod tests {
     #[test]
     fn tasks_come_due_in_order() {
         let s = Store::open_in_memory();
-        let run = s.add_run(&spec("aaa"), 1.0).unwrap();
+        let run = s.add_run(&spec("aaa"), "triggering", 1.0).unwrap();
         let late = s.add_task(run, "flag", &json!({}), 20.0, 100.0).unwrap();
         let early = s.add_task(run, "trigger", &json!({}), 10.0, 100.0).unwrap();
         assert_eq!(s.next_due().unwrap(), Some(10.0));

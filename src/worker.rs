@@ -1,7 +1,9 @@
 //! Runs one task's requests on the tokio runtime and says what came back.
 //! The engine decides what the answer means; nothing here touches state.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -13,12 +15,17 @@ use crate::pagure::{Flag, FlagStatus, Pagure};
 use crate::policy;
 use crate::store::{Run, Task};
 
+/// How long Pagure's answers on who is a committer or group member are reused.
+const ACL_TTL: Duration = Duration::from_secs(300);
+
 /// The two peers, each with its bound on requests in flight.
 pub struct Peers {
     pub jenkins: Jenkins,
     pub pagure: Pagure,
     jenkins_slots: Semaphore,
     pagure_slots: Semaphore,
+    /// Project ACLs and group members by "project:<path>" / "group:<name>".
+    acl_cache: Mutex<HashMap<String, (Instant, Vec<String>, Vec<String>)>>,
 }
 
 impl Peers {
@@ -28,7 +35,49 @@ impl Peers {
             pagure: Pagure::new(&cfg.pagure)?,
             jenkins_slots: Semaphore::new(cfg.jenkins.peer.concurrency),
             pagure_slots: Semaphore::new(cfg.pagure.peer.concurrency),
+            acl_cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn cached(&self, key: &str) -> Option<(Vec<String>, Vec<String>)> {
+        let cache = self.acl_cache.lock().ok()?;
+        cache.get(key).filter(|(at, ..)| at.elapsed() < ACL_TTL).map(|(_, a, b)| (a.clone(), b.clone()))
+    }
+
+    fn remember(&self, key: String, a: Vec<String>, b: Vec<String>) {
+        if let Ok(mut cache) = self.acl_cache.lock() {
+            cache.retain(|_, (at, ..)| at.elapsed() < ACL_TTL);
+            cache.insert(key, (Instant::now(), a, b));
+        }
+    }
+
+    /// Is `user` trusted on `project`, by config or as Pagure reports the
+    /// project's committers and the groups' members?
+    async fn is_trusted(&self, cfg: &Config, project: &str, user: &str) -> Result<bool, PeerError> {
+        let trust = cfg.trust(project);
+        let key = format!("project:{project}");
+        let acl = match self.cached(&key) {
+            Some((users, groups)) => policy::Acl { users, groups },
+            None => {
+                let acl = policy::acl_of_project(&self.pagure.project(project).await?);
+                self.remember(key, acl.users.clone(), acl.groups.clone());
+                acl
+            }
+        };
+        let mut members = Vec::new();
+        for group in policy::groups_to_ask(trust, &acl) {
+            let key = format!("group:{group}");
+            let names = match self.cached(&key) {
+                Some((names, _)) => names,
+                None => {
+                    let names = self.pagure.group_members(&group).await?;
+                    self.remember(key, names.clone(), Vec::new());
+                    names
+                }
+            };
+            members.extend(names);
+        }
+        Ok(policy::trusted_by_pagure(trust, user, &acl, &members))
     }
 }
 
@@ -41,6 +90,8 @@ pub enum TaskResult {
     Build(BuildInfo),
     /// The PR's current tip, from Pagure.
     Head(Option<String>),
+    /// Whether the task's user is trusted.
+    Trust(bool),
     Failed(PeerError),
 }
 
@@ -87,6 +138,7 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
             };
             peers.pagure.flag(&run.project, run.pr, &flag).await.map(|_| TaskResult::Sent)
         }
+        "trust" => peers.is_trusted(&cfg, &run.project, field(p, "user")).await.map(TaskResult::Trust),
         "comment" => peers.pagure.comment(&run.project, run.pr, field(p, "text")).await.map(|_| TaskResult::Sent),
         "report" => peers.pagure.pull_request(&run.project, run.pr).await.map(|pr| {
             TaskResult::Head(pr.get("commit_stop").and_then(Value::as_str).map(str::to_owned))

@@ -64,6 +64,8 @@ def make_config(jenkins, pagure, /, state_dir, **overrides) -> dict:
             "rpms/python-foo": [{"job": "folder/python-foo", "token": "F00"}],
         },
         "poormanci.state_dir": str(state_dir),
+        # The authors most tests use; the trust tests set their own.
+        "poormanci.trusted": {"users": ["alice", "bob", "carol"], "committers": True},
     }
     if jenkins.user:
         config["poormanci.jenkins"].update(user=jenkins.user, api_token=jenkins.api_token)

@@ -76,3 +76,4 @@ class Consumer:
             core, self.core = self.core, None
         if core is not None:
             core.close(timeout)
+            log.info("poormanci stopped; work not done stays in the state store for the next start")

@@ -107,8 +107,8 @@ def _where(e: BaseException, files: list[str]) -> str:
 
 
 def hub_problems(config: dict) -> list[str]:
-    """fedmsg settings that keep the hub from running poormanci, which the
-    core cannot see (see /work/shared/design/HUB.md)."""
+    """fedmsg settings the core cannot see, with which fedmsg-hub would run
+    without poormanci or fail on every message."""
     problems = []
     if "validate_signatures" not in config:
         problems.append("validate_signatures: missing (fedmsg's consumers fail on every message "
@@ -154,7 +154,10 @@ def cmd_check_config(args) -> int:
             print(line)
         print(f"{len(problems)} problem(s): poormanci would not start with this config")
         return PROBLEMS
-    core = Core(config, dry_run=True)
+    try:
+        core = Core(config, dry_run=True)
+    except (ValueError, RuntimeError) as e:  # ConfigError is a ValueError
+        raise Problem(str(e)) from e
     try:
         topics = core.topics()
     finally:
@@ -232,7 +235,11 @@ def cmd_replay(args) -> int:
                     continue
                 topic = envelope["topic"]
                 print(f"{label}: {topic} (msg_id {envelope.get('msg_id', '-')})")
-                for line in core.explain(topic, envelope):
+                try:
+                    decisions = core.explain(topic, envelope)
+                except RuntimeError as e:  # the engine is gone: nothing more can be done
+                    raise Problem(str(e)) from e
+                for line in decisions:
                     print(f"  {line}")
                 if not args.dry_run:
                     core.handle(topic, envelope)
@@ -291,22 +298,21 @@ def print_status(status: dict, state_dir: str, now: float | None = None) -> None
         print("nothing pending")
     if runs:
         print(f"open runs ({len(runs)}):")
-        rows = []
+        rows = [["PR", "JOB", "COMMIT", "STATE", "JENKINS", "CREATED"]]
         for run in runs:
-            where = (f"build #{run['build']}" if run.get("build") is not None
-                     else f"queue item {run['queue_id']}" if run.get("queue_id") is not None
-                     else "not in Jenkins yet")
-            rows.append([_pr(run), run["job"], (run.get("commit") or "commit ?")[:10], run["state"],
-                         f"{where}, created {duration(now - run['created'])} ago"])
+            jenkins = (f"build #{run['build']}" if run.get("build") is not None
+                       else f"queue item {run['queue_id']}" if run.get("queue_id") is not None else "-")
+            rows.append([_pr(run), run["job"], (run.get("commit") or "?")[:10], run["state"], jenkins,
+                         f"{duration(now - run['created'])} ago"])
         print("\n".join(_table(rows)))
     if tasks:
         print(f"tasks ({len(tasks)}):")
-        rows, errors = [], []
+        rows, errors = [["KIND", "PR", "JOB", "FAILED ATTEMPTS", "NEXT TRY"]], [None]
         for task in tasks:
             wait = task["due"] - now
-            when = f"in {duration(wait)}" if wait >= 0.5 else "now" if wait > -0.5 else f"overdue by {duration(wait)}"
-            tries = f"retry {when} after {task['attempts']} failed attempt(s)" if task["attempts"] else f"due {when}"
-            rows.append([task["kind"], _pr(task), task.get("job") or "?", tries])
+            when = (f"in {duration(wait)}" if wait >= 0.5 else "now" if wait > -0.5
+                    else f"overdue by {duration(wait)}")
+            rows.append([task["kind"], _pr(task), task.get("job") or "?", str(task["attempts"]), when])
             errors.append(task.get("last_error"))
         for line, error in zip(_table(rows), errors):
             print(line)
@@ -362,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     p = sub.add_parser(
-        "check-config", parents=[common, config_source], help="check the config as fedmsg-hub (or fedora-messaging) loads it",
+        "check-config", parents=[common, config_source],
+        help="check the config as fedmsg-hub (or fedora-messaging) loads it",
         description="Load the fedmsg config exactly as fedmsg-hub does (or, with --toml, the "
                     "fedora-messaging config as 'fedora-messaging consume' does) and report every "
                     "problem, one per line (exit 1), or OK with the projects, jobs, topics and "

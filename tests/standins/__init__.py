@@ -85,8 +85,16 @@ class StandIn:
         if self._server is not None:
             return self
         self._released = threading.Event()
-        server = make_server("127.0.0.1", self._port, self._wsgi, threaded=True,
-                             request_handler=_QuietHandler)
+        deadline = time.monotonic() + 5
+        while True:  # coming back up: the old port can be briefly taken by a client socket
+            try:
+                server = make_server("127.0.0.1", self._port, self._wsgi, threaded=True,
+                                     request_handler=_QuietHandler)
+                break
+            except OSError:
+                if not self._port or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self._port = server.server_port  # keep it: up() comes back on the same port
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
