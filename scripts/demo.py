@@ -90,9 +90,11 @@ def print_timeline(events, jenkins, pagure):
         events.append((t.time, "jenkins", f"POST /job/{t.job}/buildWithParameters  {params} "
                                           f"cause={t.cause!r} -> {t.status}"))
     for b in jenkins.builds():
-        events.append((b["timestamp"] / 1000, "jenkins", f"build {b['fullDisplayName']} started"))
+        # Jenkins gives whole milliseconds: +2 ms keeps a build after what caused it.
+        start = b["timestamp"] / 1000 + 0.002
+        events.append((start, "jenkins", f"build {b['fullDisplayName']} started"))
         if b["result"]:
-            end = (b["timestamp"] + b["duration"]) / 1000
+            end = start + b["duration"] / 1000
             events.append((end, "jenkins", f"build {b['fullDisplayName']} {b['result']}"))
     for h in pagure.flag_history:
         d = h["data"]
@@ -106,8 +108,7 @@ def print_timeline(events, jenkins, pagure):
         return
     t0 = min(t for t, _, _ in events)
     print()
-    # Jenkins' build timestamps are whole milliseconds: compare at 10 ms, ties keep insertion order.
-    for t, source, text in sorted(events, key=lambda e: round(e[0], 2)):
+    for t, source, text in sorted(events, key=lambda e: e[0]):
         print(f"{f'+{t - t0:.2f}s':<8} {source:<8} {text}")
     polls = sum(r.method == "GET" for r in jenkins.requests)
     print(f"\n(Jenkins answered {len(jenkins.requests)} requests, {polls} of them GETs; "

@@ -187,8 +187,10 @@ impl Engine {
     }
 
     fn trigger(&mut self, run: i64, t: f64) {
-        self.add_task(run, "trigger", json!({}), t, t + self.cfg.retry_deadline.as_secs_f64());
+        // Older builds are cancelled first: Jenkins would merge this trigger
+        // into an older one still waiting with the same parameters.
         self.supersede(run, t);
+        self.add_task(run, "trigger", json!({}), t, t + self.cfg.retry_deadline.as_secs_f64());
     }
 
     /// A newer run of a PR and job ends the older ones: gated ones simply,
@@ -399,8 +401,21 @@ impl Engine {
         self.add_task(run.id, "flag", payload, t, t + self.cfg.retry_deadline.as_secs_f64());
     }
 
+    /// A flag task for the same PR and job recorded after this one.
+    fn newer_flag(&self, task: &Task, run: &Run) -> bool {
+        self.store.tasks_of_pr(&run.project, run.pr, &run.job, "flag").unwrap_or_default().iter().any(|&t| t > task.id)
+    }
+
+    /// Tasks with the same key run one at a time, in order: the flags of a
+    /// PR and job (an old pending must not land last), and its triggers and
+    /// cancels (a cancel must reach Jenkins before the next trigger).
     fn serial_key(task: &Task, run: &Run) -> Option<String> {
-        (task.kind == "flag").then(|| format!("{}#{}:{}", run.project, run.pr, run.job))
+        let class = match task.kind.as_str() {
+            "flag" => "flag",
+            "trigger" | "cancel" => "jenkins",
+            _ => return None,
+        };
+        Some(format!("{class}:{}#{}:{}", run.project, run.pr, run.job))
     }
 
     fn dispatch(&mut self) {
@@ -454,6 +469,13 @@ impl Engine {
         };
         let what = format!("{} of run {} ({} for {}#{})", task.kind, run.id, run.job, run.project, run.pr);
         match result {
+            // A newer flag for this PR and job waits behind this one (it
+            // could not go while this was in flight): retrying this one
+            // would land an old "pending" over it.
+            TaskResult::Failed(e) if task.kind == "flag" && self.newer_flag(&task, &run) => {
+                debug!("{what} failed: {}; dropped, a newer flag replaces it", e.message());
+                let _ = self.store.delete_task(id);
+            }
             TaskResult::Failed(PeerError::Retry(e)) if task.kind == "follow" => {
                 debug!("{what}: {e}; polling again later");
                 self.poll_again(&task, t);

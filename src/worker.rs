@@ -95,6 +95,21 @@ pub enum TaskResult {
     Failed(PeerError),
 }
 
+/// Take a run's build out of Jenkins: out of the queue while it waits,
+/// stopped once it runs (the item may have started since we last looked).
+async fn cancel(jenkins: &Jenkins, run: &Run) -> Result<(), PeerError> {
+    let number = match (run.build, run.queue_id) {
+        (Some(n), _) => n,
+        (None, Some(q)) => match jenkins.queue_item(q).await? {
+            QueueState::Waiting { .. } => return jenkins.cancel_queue_item(q).await,
+            QueueState::Started { number, .. } => number,
+            QueueState::Cancelled | QueueState::Gone => return Ok(()),
+        },
+        (None, None) => return Ok(()),
+    };
+    jenkins.stop_build(&run.job, number).await
+}
+
 fn field<'a>(payload: &'a Value, key: &str) -> &'a str {
     payload.get(key).and_then(Value::as_str).unwrap_or_default()
 }
@@ -122,11 +137,7 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
             let number = p.get("number").and_then(Value::as_u64).unwrap_or_default();
             peers.jenkins.build(&run.job, number).await.map(TaskResult::Build)
         }
-        "cancel" => match (run.build, run.queue_id) {
-            (Some(n), _) => peers.jenkins.stop_build(&run.job, n).await.map(|_| TaskResult::Sent),
-            (None, Some(q)) => peers.jenkins.cancel_queue_item(q).await.map(|_| TaskResult::Sent),
-            (None, None) => Ok(TaskResult::Sent),
-        },
+        "cancel" => cancel(&peers.jenkins, &run).await.map(|_| TaskResult::Sent),
         "flag" => {
             let flag = Flag {
                 username: cfg.pagure.flag_name.clone(),

@@ -141,7 +141,7 @@ class Hub:
         assert not self.alive(), "hub already running"
         venv_bin = Path(sys.prefix) / "bin"
         env = {k: v for k, v in os.environ.items()
-               if k not in ("RUST_BACKTRACE", "VIRTUAL_ENV", "PYO3_BUILD_EXTENSION_MODULE")}
+               if k not in ("RUST_BACKTRACE", "VIRTUAL_ENV")}  # VIRTUAL_ENV: its etc/fedmsg.d too
         env.update(PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", PYTHONUNBUFFERED="1",
                    HOME=str(self.workdir))  # HOME: keep ~/.fedmsg.d out of it
         with open(self.log_path, "ab") as log:

@@ -281,10 +281,14 @@ def test_replay_with_a_bad_config_says_so(run, tmp_path):
 
 # -- replay for real, and status ------------------------------------------------
 
-def test_replay_keeps_a_failed_trigger_pending_and_status_shows_it(run, tmp_path):
+def test_replay_keeps_a_failed_trigger_pending_and_status_shows_it(run, tmp_path, pagure):
+    # The fixture's author is a committer of pungi on this Pagure: trusted, so built.
+    pagure.add_project("pungi", commit=["lsedlar"])
     jenkins_down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     state = tmp_path / "state"
-    confd = write_confd(tmp_path / "fedmsg.d", poormanci_config(state, jenkins_down))
+    config = poormanci_config(state, jenkins_down)
+    config["poormanci.pagure"].update(url=pagure.url, token=pagure.token, user=pagure.user)
+    confd = write_confd(tmp_path / "fedmsg.d", config)
     r = run("replay", "--wait", "20", "--config-dir", confd, NEW_PR)
     assert r.returncode == 0
     assert "trigger pungi-pr for pungi#235" in r.stdout

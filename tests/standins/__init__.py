@@ -8,6 +8,7 @@ works as a context manager, in pytest and outside it (scripts/demo.py).
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -85,22 +86,33 @@ class StandIn:
         if self._server is not None:
             return self
         self._released = threading.Event()
-        deadline = time.monotonic() + 5
-        while True:  # coming back up: the old port can be briefly taken by a client socket
-            try:
-                server = make_server("127.0.0.1", self._port, self._wsgi, threaded=True,
-                                     request_handler=_QuietHandler)
-                break
-            except OSError:
-                if not self._port or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        with self._listen() as sock:  # werkzeug dups it
+            server = make_server("127.0.0.1", self._port, self._wsgi, threaded=True,
+                                 request_handler=_QuietHandler, fd=sock.fileno())
         self._port = server.server_port  # keep it: up() comes back on the same port
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"{self.name}-{self._port}", daemon=True)
         self._thread.start()
         return self
+
+    def _listen(self) -> socket.socket:
+        """Listen on our port (a free one the first time). Bound here, not by
+        werkzeug, which exits the process when a bind fails: coming back up,
+        the old port can be briefly taken, so retry for a while."""
+        deadline = time.monotonic() + 5
+        while True:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", self._port))
+                sock.listen(128)
+                return sock
+            except OSError:
+                sock.close()
+                if not self._port or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def stop(self):
         server, self._server = self._server, None

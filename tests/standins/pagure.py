@@ -73,11 +73,17 @@ class FakePagure(StandIn):
         self._projects: dict[str, dict] = {}  # fullname -> record (forks: "forks/<user>/<fullname>")
         self._prs: dict[tuple[str, int], dict] = {}
         self._next_project_id = 1
+        self.groups: dict[str, list[str]] = {}
 
     # -- setting the scene ------------------------------------------------
     def add_token(self, token: str, acls=(), user: str = "nobody"):
         with self._lock:
             self.tokens[token] = (user, set(acls))
+
+    def add_group(self, name: str, members=()):
+        """A Pagure group (GET /api/0/group/<name> lists its members)."""
+        with self._lock:
+            self.groups[name] = list(members)
 
     def add_project(self, name: str, namespace: str | None = None, *, owner: str = "ralph",
                     admin=(), commit=(), ticket=(), collaborator=(), groups: dict | None = None) -> dict:
@@ -273,12 +279,22 @@ class FakePagure(StandIn):
                 if not 1 <= i <= 2 or not rest or not rest[0].isdigit():
                     return _json(404, {"error": "Not found", "error_code": "ENOCODE"})
                 return self._pr_route(request, repo, int(rest[0]), rest[1:], data)
+            if len(parts) == 2 and parts[0] == "group" and request.method == "GET":
+                return self._group_route(parts[1])
             if 1 <= len(parts) <= 2 and request.method == "GET":
                 repo = "/".join(parts)
                 if repo not in self._projects:
                     return _json(404, {"error": "Project not found", "error_code": "ENOPROJECT"})
                 return _json(200, self._project_json(repo))
         return _json(404, {"error": "Not found", "error_code": "ENOCODE"})
+
+    def _group_route(self, name: str) -> Response:
+        # pagure/api/group.py view_group: the members are user names.
+        if name not in self.groups:
+            return _json(404, {"error": "Group not found", "error_code": "ENOGROUP"})
+        return _json(200, {"name": name, "display_name": name, "description": None, "group_type": "user",
+                           "creator": {"name": "admin", "fullname": "admin"}, "date_created": epoch(),
+                           "members": list(self.groups[name])})
 
     def _pr_route(self, request: Request, repo: str, id: int, action: list[str], data: dict) -> Response:
         post = request.method == "POST"
