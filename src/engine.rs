@@ -256,14 +256,17 @@ impl Engine {
             return debug!("msg {id} {topic}: ignored: {commands:?} from {user}, who is not trusted");
         }
         debug!("msg {id} {topic}: {commands:?} from {user}: asking Pagure whether {user} is trusted");
-        // The trust question hangs on a run of the PR; a PR never seen gets its first, gated.
-        let anchor = match self.store.latest_run_of_pr(&spec.project, spec.pr) {
-            Ok(Some(run)) => run,
-            _ => match self.store.add_run(&RunSpec { job: self.jobs_of(&spec.project)[0].clone(), ..spec.clone() }, "gated", t) {
-                Ok(run) => run,
-                Err(e) => return error!("msg {id}: cannot record a run for {}#{}: {e}", spec.project, spec.pr),
-            },
-        };
+        // The trust question hangs on a run of the PR; a PR never seen gets gated runs.
+        let mut anchor = self.store.latest_run_of_pr(&spec.project, spec.pr).ok().flatten();
+        if anchor.is_none() {
+            for job in self.jobs_of(&spec.project) {
+                match self.store.add_run(&RunSpec { job, ..spec.clone() }, "gated", t) {
+                    Ok(run) => anchor = anchor.or(Some(run)),
+                    Err(e) => error!("msg {id}: cannot record a run for {}#{}: {e}", spec.project, spec.pr),
+                }
+            }
+        }
+        let Some(anchor) = anchor else { return };
         let payload = json!({"user": user, "then": "commands", "commands": commands, "spec": spec});
         self.add_task(anchor, "trust", payload, t, t + self.cfg.retry_deadline.as_secs_f64());
     }

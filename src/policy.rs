@@ -276,7 +276,7 @@ pub fn flag_uid(job: &str) -> String {
 }
 
 pub fn short(commit: Option<&str>) -> &str {
-    commit.map_or("an unknown commit", |c| &c[..c.len().min(8)])
+    commit.map_or("an unknown commit", |c| c.char_indices().nth(8).map_or(c, |(i, _)| &c[..i]))
 }
 
 /// How a run ended.

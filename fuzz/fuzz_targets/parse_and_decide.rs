@@ -56,7 +56,7 @@ fn strings(s: &str) {
     let _ = policy::is_update_notice(s);
     let _ = policy::valid_branch(s);
     let _ = policy::run_in_note(s);
-    //TMP let _ = policy::short(Some(s));
+    let _ = policy::short(Some(s));
     assert!(policy::flag_uid(s).len() <= 32);
 }
 

@@ -87,9 +87,9 @@ class StandIn:
             return self
         self._released = threading.Event()
         with self._listen() as sock:  # werkzeug dups it
+            self._port = sock.getsockname()[1]  # kept: up() comes back on the same port
             server = make_server("127.0.0.1", self._port, self._wsgi, threaded=True,
                                  request_handler=_QuietHandler, fd=sock.fileno())
-        self._port = server.server_port  # keep it: up() comes back on the same port
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"{self.name}-{self._port}", daemon=True)
