@@ -226,7 +226,7 @@ fn safe_name(s: &str) -> bool {
 fn valid_remote(url: &str) -> bool {
     !url.starts_with('-')
         && !url.chars().any(|c| c.is_control() || c.is_whitespace())
-        && url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "https" | "http" | "git") && u.host_str().is_some())
+        && url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "https" | "http" | "git") && u.host_str().is_some() && u.as_str() == url)
 }
 
 fn run_spec(cfg: &Config, pr: &PullRequest) -> Result<RunSpec, String> {

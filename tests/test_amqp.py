@@ -5,11 +5,11 @@ with the stand-in Jenkins and Pagure; and the callback's own rules in-process.""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +23,7 @@ import messages  # noqa: E402
 import rabbitmq  # noqa: E402
 from fedora_messaging.exceptions import HaltConsumer, Nack  # noqa: E402
 from harness import wait_until  # noqa: E402
+from poormanci._core import Core, read_status  # noqa: E402
 
 FEDORA_MESSAGING = Path(sys.prefix) / "bin" / "fedora-messaging"
 CALLBACK = "poormanci.amqp:Consumer"
@@ -222,8 +223,6 @@ def test_consumer_stops_cleanly_on_sigterm_and_work_survives(jenkins, pagure, ma
     proc = consumer(config)
     msg_id = publish_envelope(broker, messages.pr_new(pr))
     proc.wait_for_log(f"msg {msg_id} ")
-    from poormanci._core import read_status
-
     wait_until(lambda: any(t["attempts"] for t in read_status(config["poormanci.state_dir"])["tasks"]), 30,
                "the trigger to fail once")
     assert proc.stop() == 0
@@ -242,7 +241,7 @@ def test_a_bad_consumer_config_exits_with_the_problems(jenkins, pagure, make_con
     del config["poormanci.pagure"]["token"]
     config["poormanci.jenkins"]["poll_min"] = "fast"
     proc = consumer(config, declare=False)
-    assert proc.proc.wait(60) == 1
+    assert proc.proc.wait(60) == 78  # EX_CONFIG: not restarted by systemd
     log = proc.log()
     assert "poormanci.pagure.token: missing" in log
     assert "poormanci.jenkins.poll_min" in log
@@ -251,13 +250,11 @@ def test_a_bad_consumer_config_exits_with_the_problems(jenkins, pagure, make_con
 
 
 def test_a_locked_state_dir_exits_with_one_line(jenkins, pagure, make_config, consumer):
-    from poormanci._core import Core
-
     config = make_config(jenkins, pagure)
     hub = Core(config)  # another poormanci holds state_dir/lock
     try:
         proc = consumer(config, declare=False)
-        assert proc.proc.wait(60) == 1
+        assert proc.proc.wait(60) == 78  # EX_CONFIG: not restarted by systemd
         assert "poormanci is not started: state_dir" in proc.log()
         assert "Traceback" not in proc.log()
     finally:
@@ -266,12 +263,21 @@ def test_a_locked_state_dir_exits_with_one_line(jenkins, pagure, make_config, co
 
 # -- the callback's rules, in-process ------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _keep_the_poormanci_log_level():
+    # Consumer() sets the "poormanci" logger to INFO when unset: not for the next tests.
+    logger = logging.getLogger("poormanci")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
 class FakeMessage:
     def __init__(self, topic, body, id="2024-test"):
         self.topic, self.body, self.id = topic, body, id
 
 
-def test_callback_takes_any_body_without_raising(jenkins, pagure, make_config, caplog):
+def test_callback_takes_any_body_without_raising(jenkins, pagure, make_config):
     from poormanci.amqp import Consumer
 
     cb = Consumer(make_config(jenkins, pagure))
@@ -327,3 +333,14 @@ def test_callback_drops_a_message_on_any_other_error(jenkins, pagure, make_confi
     real.close()
     assert cb(FakeMessage("io.pagure.prod.pagure.pull-request.new", {}, id="m-1")) is None
     assert "msg m-1 io.pagure.prod.pagure.pull-request.new: dropped: internal error" in caplog.text
+
+
+def test_callback_warns_about_topics_no_binding_routes(jenkins, pagure, make_config, monkeypatch, caplog):
+    import poormanci.amqp
+
+    monkeypatch.setattr(poormanci.amqp.fm_config, "conf", {"bindings": [
+        {"queue": "q", "exchange": EXCHANGE, "routing_keys": [PAGURE_KEYS]}]})
+    poormanci.amqp.Consumer(make_config(jenkins, pagure)).close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["no binding routes org.fedoraproject.prod.jenkins.build.# to the queue: "
+                        "poormanci will not see those messages"]

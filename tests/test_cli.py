@@ -150,6 +150,18 @@ def test_check_config_reports_hub_traps(run, tmp_path):
     assert "endpoints: moksha refuses 'localhost'" in r.stdout
 
 
+def test_check_config_without_the_fedmsg_keys_reports_them_and_ours(run, tmp_path):
+    config = poormanci_config(tmp_path / "state")
+    del config["poormanci.state_dir"]
+    r = run("check-config", "--config-dir", write_confd(tmp_path / "fedmsg.d", config, base=None))
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert lines[1].startswith("endpoints: missing")
+    assert lines[2].startswith("validate_signatures: missing")
+    assert lines[3].startswith("poormanci.state_dir: missing")
+    assert "3 problem(s)" in r.stdout
+
+
 def test_check_config_names_a_broken_file(run, tmp_path):
     confd = write_confd(tmp_path / "fedmsg.d", poormanci_config(tmp_path / "state"))
     (confd / "zz-broken.py").write_text("config = {\n    'poormanci.enabled': True,\n")

@@ -50,8 +50,14 @@ fuzz_target!(|data: &[u8]| {
     let d = http::detail(&text);
     assert!(!d.contains('\n') && d.len() <= 300 + '…'.len_utf8(), "{d:?}");
     let loc = String::from_utf8_lossy(location);
-    let path = jenkins::job_path(&loc);
-    assert!(path.starts_with("/job/"), "{path}");
+    // Every job path config accepts (no empty, "." or ".." names) keeps
+    // each name as one segment under its own /job/.
+    if loc.split('/').all(|n| !n.is_empty() && n != "." && n != "..") {
+        let path = jenkins::job_path(&loc);
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        assert_eq!(segments.len(), 2 * loc.split('/').count(), "{loc:?} -> {path}");
+        assert!(segments.iter().step_by(2).all(|s| *s == "job"), "{loc:?} -> {path}");
+    }
     let joined = http::join(&request, loc.split('/'));
     let _ = http::describe(&reqwest::Method::GET, &joined);
     let r = BuildResult::parse(&loc);

@@ -19,8 +19,13 @@ from fedora_messaging import config as fm_config
 from fedora_messaging.exceptions import HaltConsumer, Nack
 
 from poormanci._core import ConfigError, Core
+from poormanci.cli import unbound_topics
 
 log = logging.getLogger("poormanci")
+
+# sysexits' EX_CONFIG: a systemd unit can tell "fix the config" (do not restart,
+# RestartPreventExitStatus=78) from a breakdown (exit 1: restart).
+EX_CONFIG = 78
 
 
 class Consumer:
@@ -48,12 +53,15 @@ class Consumer:
             for problem in e.problems:
                 log.error("poormanci config ([consumer_config] in the TOML): %s", problem)
             # Not an exception: fedora-messaging would print a traceback or a
-            # "Usage:" error; the lines above say all there is to say.
-            raise SystemExit(f"poormanci is not started: {len(e.problems)} problem(s) in the config") from None
+            # "Usage:" error; these lines say all there is to say.
+            log.error("poormanci is not started: %d problem(s) in the config", len(e.problems))
+            raise SystemExit(EX_CONFIG) from None
         except RuntimeError as e:  # state_dir locked by another poormanci, or unusable
             log.error("poormanci is not started: %s", e)
-            raise SystemExit(1) from None
+            raise SystemExit(EX_CONFIG) from None
         atexit.register(self.close)
+        for topic in unbound_topics(fm_config.conf, self.core.topics()):
+            log.warning("no binding routes %s# to the queue: poormanci will not see those messages", topic)
 
     def __call__(self, message) -> None:
         core = self.core

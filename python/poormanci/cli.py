@@ -146,8 +146,17 @@ def unbound_topics(amqp: dict, topics: list[str]) -> list[str]:
 def cmd_check_config(args) -> int:
     from poormanci._core import Core
 
-    config, files, amqp = load_config(args, as_hub=True)
-    problems = (hub_problems(config) if amqp is None else []) + core_problems(config)
+    try:
+        config, files, amqp = load_config(args, as_hub=True)
+        problems = hub_problems(config) if amqp is None else []
+    except Problem as e:
+        if "No config value 'endpoints' found" not in str(e):
+            raise
+        # fedmsg gives up on the first missing key: say it, and check ours too.
+        config, files, amqp = load_config(args, as_hub=False)
+        problems = ["endpoints: missing (fedmsg-hub reads the bus from these: "
+                    "{'NAME': ['tcp://HOST:PORT']})"] + hub_problems(config)
+    problems += core_problems(config)
     print("config files: " + ", ".join(files))
     if problems:
         for line in problems:
