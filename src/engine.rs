@@ -450,6 +450,13 @@ impl Engine {
                     continue;
                 }
             }
+            if task.kind == "comment" && task.payload.get("tried").is_none() {
+                // Recorded (autocommit) before the POST: a comment that may
+                // have reached Pagure is looked for before it is sent again.
+                let mut payload = task.payload.clone();
+                payload["tried"] = json!(true);
+                let _ = self.store.set_payload(task.id, &payload);
+            }
             self.in_flight.insert(task.id, key);
             let (cfg, peers, tx, id) = (self.cfg.clone(), peers.clone(), self.tx.clone(), task.id);
             let job = self.rt.spawn(worker::execute(cfg, peers, task, run));
@@ -475,8 +482,8 @@ impl Engine {
             // A newer flag for this PR and job waits behind this one (it
             // could not go while this was in flight): retrying this one
             // would land an old "pending" over it.
-            TaskResult::Failed(e) if task.kind == "flag" && self.newer_flag(&task, &run) => {
-                debug!("{what} failed: {}; dropped, a newer flag replaces it", e.message());
+            TaskResult::Failed(PeerError::Retry(e)) if task.kind == "flag" && self.newer_flag(&task, &run) => {
+                debug!("{what} failed: {e}; dropped, a newer flag replaces it");
                 let _ = self.store.delete_task(id);
             }
             TaskResult::Failed(PeerError::Retry(e)) if task.kind == "follow" => {

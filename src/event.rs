@@ -287,3 +287,212 @@ mod tests {
         assert_eq!(pr_of(&m).last_comment.as_ref().unwrap().text, None);
     }
 }
+
+/// `parse` never panics, whatever JSON it is given: random values, and real
+/// fixtures with one part replaced by a random value.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::testing::{config, fixture, fixture_names};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+    use std::sync::OnceLock;
+
+    /// The keys `parse` reads, so that random dicts reach past the first check.
+    const KEYS: &[&str] = &[
+        "msg", "msg_id", "pullrequest", "pull_request", "agent", "project", "build", "status", "repo_from", "parent",
+        "user", "name", "namespace", "remote_git", "comments", "comment", "notification", "id", "branch",
+        "branch_from", "commit_stop",
+    ];
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![4 => prop::sample::select(KEYS).prop_map(String::from), 1 => "\\PC{0,8}"]
+    }
+
+    /// Any JSON value, depth-limited.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(vec!["Open", "Merged", "Closed", "master", "-x", "pungi", "", "x\u{e9}"]).prop_map(Value::from),
+            "\\PC{0,16}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..6).prop_map(Value::Array),
+                vec((key(), inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        let cfg = config();
+        let pagure = format!("{}.pull-request.", cfg.pagure.peer.topic);
+        let jenkins = format!("{}.build.", cfg.jenkins.peer.topic);
+        prop_oneof![
+            3 => prop::sample::select(vec!["new", "updated", "rebased", "comment.added", "closed", "flag.added", "tag.added", ""])
+                .prop_map(move |a| format!("{pagure}{a}")),
+            1 => prop::sample::select(vec!["start", "passed", "failed", "aborted", ""]).prop_map(move |s| format!("{jenkins}{s}")),
+            1 => "\\PC{0,40}",
+        ]
+    }
+
+    /// The message fixtures, read once, on the topics the test config listens to.
+    fn fixtures() -> &'static [(String, Value)] {
+        static FIXTURES: OnceLock<Vec<(String, Value)>> = OnceLock::new();
+        FIXTURES.get_or_init(|| {
+            fixture_names()
+                .iter()
+                .map(|n| fixture(n))
+                .filter_map(|v| Some((v["topic"].as_str()?.replace("io.pagure.dev.", "io.pagure.prod."), v)))
+                .collect()
+        })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+
+    /// Every path to a value in `v`, the root included.
+    fn paths(v: &Value, prefix: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+        out.push(prefix.clone());
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    prefix.push(Step::Key(k.clone()));
+                    paths(child, prefix, out);
+                    prefix.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    prefix.push(Step::Index(i));
+                    paths(child, prefix, out);
+                    prefix.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn at<'a>(mut v: &'a mut Value, path: &[Step]) -> &'a mut Value {
+        for step in path {
+            v = match step {
+                Step::Key(k) => &mut v[k.as_str()],
+                Step::Index(i) => &mut v[*i],
+            };
+        }
+        v
+    }
+
+    /// A fixture with the value at one of its paths replaced.
+    fn damaged_fixture() -> impl Strategy<Value = (String, Value)> {
+        (0..fixtures().len()).prop_flat_map(|i| {
+            let (topic, v) = fixtures()[i].clone();
+            let mut all = Vec::new();
+            paths(&v, &mut Vec::new(), &mut all);
+            (prop::sample::select(all), json_value()).prop_map(move |(path, new)| {
+                let mut v = v.clone();
+                *at(&mut v, &path) = new;
+                (topic.clone(), v)
+            })
+        })
+    }
+
+    /// A leaf where `parse` expects one: mostly of the right type.
+    fn field() -> BoxedStrategy<Value> {
+        prop_oneof![
+            8 => prop::sample::select(vec!["Open", "Closed", "master", "pungi", "", "-x", "\u{e9}t\u{e9}", "a\u{e9}"]).prop_map(Value::from),
+            4 => "\\PC{0,12}".prop_map(Value::from),
+            1 => any::<u64>().prop_map(Value::from),
+            1 => any::<bool>().prop_map(Value::from),
+            1 => json_value(),
+        ]
+        .boxed()
+    }
+
+    fn dict(keys: &'static [&'static str]) -> BoxedStrategy<Value> {
+        prop_oneof![
+            8 => vec(field(), keys.len()).prop_map(move |vals| Value::Object(keys.iter().map(|k| k.to_string()).zip(vals).collect())),
+            1 => json_value(),
+        ]
+        .boxed()
+    }
+
+    /// An envelope shaped like Pagure's and Jenkins' messages, every leaf random.
+    fn envelope() -> impl Strategy<Value = Value> {
+        let user = || dict(&["name"]);
+        let project = || {
+            (dict(&["name", "namespace"]), prop::option::of(user()), prop::option::of(json_value())).prop_map(|(mut p, u, parent)| {
+                if let Value::Object(m) = &mut p {
+                    m.insert("user".into(), u.unwrap_or(Value::Null));
+                    m.insert("parent".into(), parent.unwrap_or(Value::Null));
+                }
+                p
+            })
+        };
+        let comment = (dict(&["comment", "notification"]), user()).prop_map(|(mut c, u)| {
+            c.as_object_mut().map(|m| m.insert("user".into(), u));
+            c
+        });
+        let id = prop_oneof![3 => (0..1000u64).prop_map(Value::from), 1 => field()];
+        let status = prop_oneof![
+            3 => prop::sample::select(vec![json!("Open"), json!("Merged"), json!("Closed"), json!(true), json!(false)]),
+            1 => field(),
+        ];
+        let pr = (
+            (id, status, dict(&["branch", "branch_from", "commit_stop", "remote_git"])),
+            user(),
+            project(),
+            prop::option::of(project()),
+            prop_oneof![3 => vec(comment, 0..3).prop_map(Value::Array), 1 => json_value()],
+        )
+            .prop_map(|((id, status, mut pr), user, project, repo_from, comments)| {
+                if let Value::Object(m) = &mut pr {
+                    m.insert("id".into(), id);
+                    m.insert("status".into(), status);
+                    m.insert("user".into(), user);
+                    m.insert("project".into(), project);
+                    m.insert("repo_from".into(), repo_from.unwrap_or(Value::Null));
+                    m.insert("comments".into(), comments);
+                }
+                pr
+            });
+        (field(), field(), pr, field(), field()).prop_map(|(msg_id, agent, pr, project, build)| {
+            json!({"msg_id": msg_id, "msg": {"agent": agent, "pullrequest": pr, "project": project, "build": build}})
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_a_random_message(topic in topic(), v in envelope()) {
+            let cfg = config();
+            if let Ok(m) = parse(&cfg, &topic, &&v) {
+                prop_assert_eq!(m.topic, topic);
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_any_json(topic in topic(), v in json_value()) {
+            let cfg = config();
+            let _ = parse(&cfg, &topic, &&v);
+            // The same value where `parse` looks for the PR, the project and the build.
+            let envelope = json!({"msg": {"pullrequest": v.clone(), "pull_request": v.clone(), "project": v.clone(), "build": v}});
+            let _ = parse(&cfg, &topic, &&envelope);
+        }
+
+        #[test]
+        fn parse_never_panics_on_a_damaged_fixture((topic, v) in damaged_fixture()) {
+            let cfg = config();
+            if let Ok(m) = parse(&cfg, &topic, &&v) {
+                prop_assert_eq!(m.topic, topic);
+            }
+        }
+    }
+}

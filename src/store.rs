@@ -306,6 +306,11 @@ impl Store {
         rows.collect()
     }
 
+    pub fn set_payload(&self, task: i64, payload: &Value) -> Result<()> {
+        self.db.execute("UPDATE tasks SET payload = ?2 WHERE id = ?1", params![task, payload.to_string()])?;
+        Ok(())
+    }
+
     pub fn set_due(&self, task: i64, due: f64) -> Result<()> {
         self.db.execute("UPDATE tasks SET due = min(due, ?2) WHERE id = ?1", params![task, due])?;
         Ok(())

@@ -114,6 +114,16 @@ fn field<'a>(payload: &'a Value, key: &str) -> &'a str {
     payload.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The PR already shows this comment by poormanci's user.
+fn has_comment(pr: &Value, user: Option<&str>, text: &str) -> bool {
+    pr.get("comments").and_then(Value::as_array).is_some_and(|comments| {
+        comments.iter().any(|c| {
+            c.get("comment").and_then(Value::as_str).map(str::trim) == Some(text.trim())
+                && user.is_none_or(|u| c.pointer("/user/name").and_then(Value::as_str) == Some(u))
+        })
+    })
+}
+
 pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) -> TaskResult {
     let p = &task.payload;
     let on_jenkins = matches!(task.kind.as_str(), "trigger" | "follow" | "lookup" | "cancel");
@@ -150,7 +160,19 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
             peers.pagure.flag(&run.project, run.pr, &flag).await.map(|_| TaskResult::Sent)
         }
         "trust" => peers.is_trusted(&cfg, &run.project, field(p, "user")).await.map(TaskResult::Trust),
-        "comment" => peers.pagure.comment(&run.project, run.pr, field(p, "text")).await.map(|_| TaskResult::Sent),
+        "comment" => {
+            let text = field(p, "text");
+            // Tried before (a timeout, a 5xx, a kill): the POST may have
+            // landed with its answer lost. Comments are not idempotent.
+            if p.get("tried").is_some() {
+                match peers.pagure.pull_request(&run.project, run.pr).await {
+                    Ok(pr) if has_comment(&pr, cfg.pagure.user.as_deref(), text) => return TaskResult::Sent,
+                    Ok(_) => {}
+                    Err(e) => return TaskResult::Failed(e),
+                }
+            }
+            peers.pagure.comment(&run.project, run.pr, text).await.map(|_| TaskResult::Sent)
+        }
         "report" => peers.pagure.pull_request(&run.project, run.pr).await.map(|pr| {
             TaskResult::Head(pr.get("commit_stop").and_then(Value::as_str).map(str::to_owned))
         }),

@@ -22,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import zmq
 
 import harness
@@ -87,32 +86,28 @@ def wait_done(hub, jenkins, pagure, config, pr_ids, timeout: float, what: str):
 
 
 def account(jenkins, pagure, pr_ids, *, comments=lambda pr_id: (1, 1)) -> dict:
-    """Assert one queue item, one build (of one run), one final success flag and
-    ``comments(pr_id)`` = (min, max) poormanci comments per PR; return the figures."""
-    lost, doubled, merged, extra_comments = [], [], 0, 0
+    """Assert, per PR: one queue item and one build, of one run; exactly one
+    flag, success; ``comments(pr_id)`` = (min, max) poormanci comments.
+    Return the figures."""
+    lost, doubled, merged, extra_comments, seen = [], [], 0, 0, {}
     for i in pr_ids:
         url = pr_url(pagure, i)
-        triggers = triggers_for(jenkins, url)
-        builds = builds_for(jenkins, url)
-        flags = pagure.flags("pungi", i)
-        said = bot_comments(pagure, i)
+        triggers, builds = triggers_for(jenkins, url), builds_for(jenkins, url)
+        flags = [f["status"] for f in pagure.flags("pungi", i)]
+        said = len(bot_comments(pagure, i))
+        seen[i] = {"runs": sorted({t.cause.rsplit(" ", 1)[-1] for t in triggers}),
+                   "queue_items": len({t.queue_id for t in triggers}), "builds": len(builds),
+                   "flags": flags, "comments": said}
         merged += sum(t.merged for t in triggers)
-        if not builds or not final_flags(pagure, i) or not said:
-            lost.append(i)
+        extra_comments += max(0, said - 1)
         low, high = comments(i)
-        extra_comments += max(0, len(said) - 1)
-        if (len({t.queue_id for t in triggers}) > 1 or len(builds) > 1 or len(flags) > 1
-                or not low <= len(said) <= high):
+        if not builds or "success" not in flags or not said:
+            lost.append(i)
+        elif (len(seen[i]["runs"]) > 1 or seen[i]["queue_items"] > 1 or len(builds) > 1
+              or flags != ["success"] or not low <= said <= high):
             doubled.append(i)
-        # Every trigger of the PR was the same run (a re-send, never a second run).
-        assert len({t.cause for t in triggers}) == 1, (i, [t.cause for t in triggers])
-        assert [f["status"] for f in flags] == ["success"], (i, flags)
-    detail = {i: {"triggers": len(triggers_for(jenkins, pr_url(pagure, i))),
-                  "builds": len(builds_for(jenkins, pr_url(pagure, i))),
-                  "flags": [f["status"] for f in pagure.flags("pungi", i)],
-                  "comments": len(bot_comments(pagure, i))} for i in set(lost + doubled)}
-    assert not lost, f"lost: {detail}"
-    assert not doubled, f"doubled: {detail}"
+    assert not lost, f"lost: { {i: seen[i] for i in lost} }"
+    assert not doubled, f"doubled or wrong: { {i: seen[i] for i in doubled} }"
     return {"prs": len(pr_ids), "lost": 0, "duplicated": 0, "merged_triggers": merged,
             "comments_resent": extra_comments}
 
@@ -347,11 +342,12 @@ def test_sigkill_while_reporting(jenkins, pagure, make_config, hub_factory):
     comments are in, and started again.
 
     Flags are idempotent (one uid per PR and job, updated in place): each PR
-    ends with exactly one flag, success. Comments are not: the one known
-    window is a comment POST that reached Pagure but whose answer was lost to
-    the kill; its task is still in the store and is sent again. So the
-    guarantee is at least once, and a second comment only for a PR whose
-    comment task was pending at the kill although Pagure already had it."""
+    ends with exactly one flag, success. Comments are not: a comment POST may
+    reach Pagure with its answer lost to the kill, and its task is still in
+    the store. Such a comment was marked as tried before it was sent, so after
+    the restart poormanci first looks for it on the PR: exactly one comment
+    per PR. (Left open: a Pagure so slow that it stores the first POST only
+    after that look.)"""
     config = make_config(jenkins, pagure, retry_deadline=60, pagure={"concurrency": 4})
     SlowPosts(pagure, 0.5)
     prs = add_prs(pagure, 10)
@@ -367,7 +363,7 @@ def test_sigkill_while_reporting(jenkins, pagure, make_config, hub_factory):
     window = {i for i in resend if bot_comments(pagure, i)}
     hub.start()
     wait_done(hub, jenkins, pagure, config, ids, 30, "after the restart")
-    result = account(jenkins, pagure, ids, comments=lambda i: (1, 2 if i in window else 1))
+    result = account(jenkins, pagure, ids, comments=lambda i: (1, 1))
     clean_log(hub)
     figures("sigkill-reports", **result, comment_tasks_resumed=len(resend), comment_window=len(window))
 
@@ -390,10 +386,11 @@ def test_sigterm_lets_requests_in_flight_finish(jenkins, pagure, make_config, hu
     for pr in prs:
         hub.publish(messages.pr_new(pr))
     harness.wait_until(lambda: count(DECISION, hub.log_text(mark)) == 6, 10, "6 decisions")
-    # Two triggers are held by Jenkins now.
-    harness.wait_until(lambda: len([r for r in jenkins.requests if r.status is None]) == 2, 5, "2 triggers in flight")
-    in_flight = {int(r.form["BRANCH"].split("-")[1]) for r in jenkins.requests
-                 if r.status is None and r.path.endswith("/buildWithParameters")}
+    def held():
+        return [r for r in list(jenkins.requests) if r.status is None and r.path.endswith("/buildWithParameters")]
+
+    harness.wait_until(lambda: len(held()) == 2, 5, "2 triggers held by Jenkins")
+    in_flight = {int(r.form["BRANCH"].split("-")[1]) for r in held()}
     stopped_at = time.monotonic()
     rc = hub.stop()
     took = time.monotonic() - stopped_at
@@ -402,7 +399,6 @@ def test_sigterm_lets_requests_in_flight_finish(jenkins, pagure, make_config, hu
     assert in_flight <= queued_prs(hub.log_text(mark)), "a trigger in flight was not waited for"
     hub.start()
     SlowPosts(pagure, 1.0)
-    mark = hub.log_mark()
     harness.wait_until(lambda: any(r.path.endswith("/comment") and r.status is None for r in list(pagure.requests)),
                        25, "a comment in flight")
     rc = hub.stop()

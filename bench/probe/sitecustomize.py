@@ -5,8 +5,10 @@ It times the real ``consume()`` of one consumer class from the outside:
 ``POORMANCI_BENCH_PROBE=module:Class`` names it; when that module is
 imported, its class's ``consume`` is wrapped to record, per call, the time it
 was entered (time.time()), how long it took (perf_counter_ns) and the
-message's msg_id. On SIGUSR1 the records so far are written as JSON to
-``POORMANCI_BENCH_PROBE_OUT`` (atomically, via a rename) and cleared.
+message's msg_id. On SIGUSR1, or when the file ``<OUT>.request`` appears
+(a signal may reach a thread other than the reactor's, and its Python
+handler then waits for the main thread), every record so far is written as
+JSON to ``POORMANCI_BENCH_PROBE_OUT`` (atomically, via a rename).
 """
 
 import importlib.abc
@@ -41,14 +43,29 @@ def _wrap(cls):
     cls.consume = consume
 
 
-def _dump(signum=None, frame=None):
-    global _records
+_wake = threading.Event()
+
+
+def _dump():
     with _lock:
-        records, _records = _records, []
+        records = list(_records)
         tmp = _OUT + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"pid": os.getpid(), "records": records}, f)
         os.replace(tmp, _OUT)
+
+
+def _dumper():
+    request = _OUT + ".request"
+    while True:
+        _wake.wait(0.05)
+        if _wake.is_set() or os.path.exists(request):
+            _wake.clear()
+            _dump()
+            try:
+                os.unlink(request)
+            except FileNotFoundError:
+                pass
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -83,7 +100,8 @@ class _Finder(importlib.abc.MetaPathFinder):
 if _TARGET and _OUT:
     _module, _, _cls = _TARGET.partition(":")
     sys.meta_path.insert(0, _Finder(_module, _cls))
-    signal.signal(signal.SIGUSR1, _dump)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _wake.set())
+    threading.Thread(target=_dumper, name="bench-probe", daemon=True).start()
 
 # Keep any other sitecustomize working (this one shadows it on sys.path).
 _here = os.path.dirname(os.path.abspath(__file__))

@@ -13,6 +13,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(cfg.topics().len(), 2);
             assert!(cfg.jenkins.poll_min <= cfg.jenkins.poll_max);
             for (project, jobs) in &cfg.projects {
+                assert!(!jobs.is_empty(), "{project}: no jobs");
+                // A job listed twice would be triggered twice for one commit.
+                let names: std::collections::HashSet<&str> = jobs.iter().map(|j| j.job.as_str()).collect();
+                assert_eq!(names.len(), jobs.len(), "{project}: a job is listed twice");
                 for j in jobs {
                     assert!(cfg.job(project, &j.job).is_some());
                     assert!(cfg.jobs_named(&j.display_name).count() >= 1);

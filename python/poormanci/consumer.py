@@ -1,6 +1,8 @@
 """The moksha consumer fedmsg-hub runs: it hands each message to the core."""
 
 import logging
+import signal
+import threading
 
 import fedmsg.consumers
 
@@ -22,6 +24,30 @@ def _show_logs_like_fedmsg():
     log.propagate = False
 
 
+def _stop_cleanly_on_sigterm(hub):
+    """fedmsg-hub stops cleanly on SIGINT and SIGHUP only; SIGTERM (what
+    systemd sends) would end the process at once, requests in flight and
+    all. Stop on it the way SIGINT does: close the hub (each consumer's
+    stop(); ours lets requests in flight finish), then the reactor, woken
+    through its waker since the signal handler may run while it waits."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        return  # someone else handles it
+
+    def on_sigterm(signum, frame):
+        from moksha.hub.reactor import reactor
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        log.info("SIGTERM: stopping; requests in flight get up to 5 s")
+        try:
+            hub.close()
+        finally:
+            reactor.callFromThread(reactor.stop)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 class Integrator(fedmsg.consumers.FedmsgConsumer):
     config_key = "poormanci.enabled"
     topic = []
@@ -38,6 +64,7 @@ class Integrator(fedmsg.consumers.FedmsgConsumer):
                 log.error("poormanci is not started: %s", e)
                 return
             self.topic = self.core.topics()
+            _stop_cleanly_on_sigterm(hub)
         super().__init__(hub)
 
     def consume(self, message):
