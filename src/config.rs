@@ -394,13 +394,17 @@ impl Checker {
                 };
                 let name = self.req_str(&jkey, m, "job");
                 if let Some(n) = &name {
-                    if n.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+                    if n.split('/').any(|part| part.is_empty() || part == "." || part == "..") || n.chars().any(char::is_control) {
                         self.problem(format!("{jkey}.job: expected a job path like \"job\" or \"folder/job\""));
                     }
                 }
                 let token = self.req_str(&jkey, m, "token");
                 let display = self.opt_str(&jkey, m, "display_name");
                 if let (Some(job), Some(token)) = (name, token) {
+                    if parsed.iter().any(|p: &JobConfig| p.job == job) {
+                        self.problem(format!("{jkey}.job: {job:?} is listed twice"));
+                        continue;
+                    }
                     let display_name = display.unwrap_or_else(|| default_display_name(&job));
                     parsed.push(JobConfig { job, token: Secret(token), display_name });
                 }

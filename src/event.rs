@@ -152,6 +152,16 @@ fn parse_event<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Result<Event
     Ok(Event::NotOurs("not a topic poormanci listens to".into()))
 }
 
+/// The target project of a pull-request message, read before anything else:
+/// most bus traffic is about projects poormanci does not build, and this
+/// lets the caller drop it after a few lookups.
+pub fn pr_project<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Option<String> {
+    topic.strip_prefix(cfg.pagure.peer.topic.as_str())?.strip_prefix(".pull-request.")?;
+    let body = envelope.get("msg")?;
+    let pr = body.get("pullrequest").or_else(|| body.get("pull_request"))?;
+    project_path(&pr.get("project")?, "pullrequest.project").ok()
+}
+
 fn name_of<N: Node>(node: &N, field: &str) -> Result<String, Malformed> {
     need(node.get("name").and_then(|n| n.text(MAX_FIELD)), &format!("{field}.name"), "a string")
 }

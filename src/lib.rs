@@ -26,7 +26,7 @@ mod testing;
 
 use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,9 +46,27 @@ create_exception!(poormanci._core, ConfigError, PyValueError, "The configuration
 /// (moksha's own queue holds the rest) instead of growing without bound.
 const INBOX: usize = 10_000;
 
+thread_local! {
+    /// Dict keys as interned Python strs, made once per thread rather than per lookup.
+    static KEYS: std::cell::RefCell<std::collections::HashMap<String, Py<PyString>>> = Default::default();
+}
+
+fn interned<'py>(py: Python<'py>, key: &str) -> Bound<'py, PyString> {
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if let Some(s) = keys.get(key) {
+            return s.bind(py).clone();
+        }
+        let s = PyString::intern(py, key);
+        keys.insert(key.to_string(), s.clone().unbind());
+        s
+    })
+}
+
 impl<'py> Node for Bound<'py, PyAny> {
     fn get(&self, key: &str) -> Option<Self> {
-        self.cast::<PyDict>().ok()?.get_item(key).ok()?.filter(|v| !v.is_none())
+        let dict = self.cast::<PyDict>().ok()?;
+        dict.get_item(interned(self.py(), key)).ok()?.filter(|v| !v.is_none())
     }
     fn text(&self, max: usize) -> Option<String> {
         let s = self.cast::<PyString>().ok()?;
@@ -174,6 +192,10 @@ impl Core {
             let Some(topic) = topic.text(MAX_FIELD) else {
                 return warn!("msg {id}: dropped: the topic is not a string");
             };
+            // Decided from the config alone, here: no need to wake the engine.
+            if let Some(why) = event::pr_project(&*self.cfg, &topic, envelope).and_then(|p| policy::unconfigured(&self.cfg, &p)) {
+                return debug!("msg {id} {topic}: ignored: {why}");
+            }
             match event::parse(&self.cfg, &topic, envelope) {
                 Err(e) => warn!("msg {id} {topic}: malformed, dropped: {e}"),
                 Ok(msg) if matches!(msg.event, Event::NotOurs(_)) => {
@@ -182,8 +204,14 @@ impl Core {
                     }
                 }
                 Ok(msg) => {
-                    // Blocks only when the engine is 10 000 messages behind.
-                    if py.detach(|| self.tx.send(Input::Message(msg))).is_err() {
+                    // The GIL is released (to wait) only when the engine is
+                    // 10 000 messages behind; taking it back costs more than the send.
+                    let input = match self.tx.try_send(Input::Message(msg)) {
+                        Ok(()) => return,
+                        Err(TrySendError::Full(input)) => input,
+                        Err(TrySendError::Disconnected(_)) => return error!("msg {id} {topic}: dropped: poormanci is stopped"),
+                    };
+                    if py.detach(|| self.tx.send(input)).is_err() {
                         error!("msg {id} {topic}: dropped: poormanci is stopped");
                     }
                 }

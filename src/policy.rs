@@ -60,8 +60,11 @@ pub fn decide(cfg: &Config, msg: &Message, history: &impl History) -> Decision {
             if own.is_some() && e.agent.as_deref() == own {
                 return Decision::Ignore("an echo of poormanci's own action".into());
             }
+            if let Some(why) = unconfigured(cfg, &pr.project) {
+                return Decision::Ignore(why);
+            }
             let Some(jobs) = cfg.projects.get(&pr.project).filter(|_| !pr.target_is_fork) else {
-                return Decision::Ignore(format!("project {} is not configured", pr.project));
+                return Decision::Ignore(format!("{}#{} targets a fork", pr.project, pr.id));
             };
             let commands = match (&e.action[..], &pr.last_comment) {
                 ("comment.added", Some(c)) if !c.notification => parse_commands(&cfg.commands, c.text.as_deref().unwrap_or("")),
@@ -95,6 +98,11 @@ pub fn decide(cfg: &Config, msg: &Message, history: &impl History) -> Decision {
             }
         }
     }
+}
+
+/// Why a message about this project is none of poormanci's business.
+pub fn unconfigured(cfg: &Config, project: &str) -> Option<String> {
+    (!cfg.projects.contains_key(project)).then(|| format!("project {project} is not configured"))
 }
 
 /// Does this pull-request message announce code to build?

@@ -7,6 +7,7 @@ use poormanci::config::Config;
 /// Projects of the seed messages (pungi, pagure, the dev instances' `test`,
 /// Jenkins' fedora-mobile) plus a namespaced one, so that seeds reach
 /// `Trigger` and `BuildFinished`. `cibot` is poormanci's own user.
+#[allow(dead_code)]
 pub fn config() -> &'static Config {
     static CFG: OnceLock<Config> = OnceLock::new();
     CFG.get_or_init(|| {
@@ -24,4 +25,19 @@ pub fn config() -> &'static Config {
         }))
         .expect("the fuzz config is valid")
     })
+}
+
+/// `/job/a/job/b` for job path `a/b`: each name, and only it, in its own
+/// segment after its own `job`, so that a request goes to this job and no
+/// other.
+#[allow(dead_code)]
+pub fn check_job_path(job: &str) {
+    let path = poormanci::jenkins::job_path(job);
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let names: Vec<&str> = job.split('/').collect();
+    assert_eq!(segments.len(), 2 * names.len(), "{job:?} -> {path}");
+    for (pair, name) in segments.chunks(2).zip(names) {
+        let decoded = percent_encoding::percent_decode_str(pair[1]).decode_utf8_lossy();
+        assert!(pair[0] == "job" && decoded == name, "{job:?} -> {path}");
+    }
 }

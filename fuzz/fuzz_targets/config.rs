@@ -6,6 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 use poormanci::config::Config;
 
+#[path = "common.rs"]
+mod common;
+
 fuzz_target!(|data: &[u8]| {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { return };
     match Config::from_value(&v) {
@@ -20,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
                 for j in jobs {
                     assert!(cfg.job(project, &j.job).is_some());
                     assert!(cfg.jobs_named(&j.display_name).count() >= 1);
-                    let _ = poormanci::jenkins::job_path(&j.job);
+                    // The job's URL path names this job, not another.
+                    common::check_job_path(&j.job);
                 }
             }
             let _ = format!("{cfg:?}");
