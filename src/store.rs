@@ -46,23 +46,25 @@ CREATE TABLE IF NOT EXISTS approvals (
 );
 ";
 
+/// A run as recorded: what was asked for (its `RunSpec`, read through
+/// `Deref`: `run.project`, `run.job`, …) and how far it got.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub id: i64,
-    pub project: String,
-    pub pr: u64,
-    pub job: String,
-    pub commit: Option<String>,
-    pub repo: String,
-    pub branch: String,
-    pub branch_to: String,
-    pub pr_url: String,
+    pub spec: RunSpec,
     pub queue_id: Option<u64>,
     pub build: Option<u64>,
     pub build_url: Option<String>,
     pub state: String,
     pub created: f64,
     pub started: Option<f64>,
+}
+
+impl std::ops::Deref for Run {
+    type Target = RunSpec;
+    fn deref(&self) -> &RunSpec {
+        &self.spec
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,14 +90,16 @@ const RUN_COLUMNS: &str =
 fn run_from(r: &Row) -> Result<Run> {
     Ok(Run {
         id: r.get(0)?,
-        project: r.get(1)?,
-        pr: r.get(2)?,
-        job: r.get(3)?,
-        commit: r.get(4)?,
-        repo: r.get(5)?,
-        branch: r.get(6)?,
-        branch_to: r.get(7)?,
-        pr_url: r.get(8)?,
+        spec: RunSpec {
+            project: r.get(1)?,
+            pr: r.get(2)?,
+            job: r.get(3)?,
+            commit: r.get(4)?,
+            repo: r.get(5)?,
+            branch: r.get(6)?,
+            branch_to: r.get(7)?,
+            pr_url: r.get(8)?,
+        },
         queue_id: r.get(9)?,
         build: r.get(10)?,
         build_url: r.get(11)?,
