@@ -675,7 +675,7 @@ impl Engine {
     }
 
     fn job_url(&self, job: &str) -> String {
-        format!("{}{}/", self.cfg.jenkins.peer.url.as_str().trim_end_matches('/'), crate::jenkins::job_path(job))
+        crate::jenkins::job_url(&self.cfg.jenkins.peer.url, job)
     }
 }
 

@@ -109,6 +109,11 @@ pub fn job_path(job: &str) -> String {
     http::join(&root, job_segments(job)).path().to_string()
 }
 
+/// `<base>/job/a/job/b/`: the job's page, for flags and comments.
+pub fn job_url(base: &Url, job: &str) -> String {
+    http::join(base, job_segments(job).chain([""])).to_string()
+}
+
 fn job_segments(job: &str) -> impl Iterator<Item = &str> {
     job.split('/').flat_map(|name| ["job", name])
 }
@@ -138,7 +143,7 @@ impl Jenkins {
 
     /// The job's page, `<base>/job/a/job/b/`.
     pub fn job_url(&self, job: &str) -> String {
-        self.url(job_segments(job).chain([""])).to_string()
+        job_url(&self.inner.base, job)
     }
 
     fn url<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> Url {
