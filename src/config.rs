@@ -72,7 +72,44 @@ pub struct JobConfig {
     pub token: Secret,
     /// The name Jenkins' bus messages give this job.
     pub display_name: String,
+    /// Target branches this job builds; empty: every branch.
+    pub branches: Vec<BranchPattern>,
+    /// Static extra parameters sent with every trigger.
+    pub parameters: Vec<(String, String)>,
 }
+
+/// A target-branch pattern: a regular expression that must match the whole
+/// branch name (`f4[0-9]` matches `f41`, not `f410` nor `xf41`).
+#[derive(Debug, Clone)]
+pub struct BranchPattern {
+    pattern: String,
+    regex: regex::Regex,
+}
+
+impl BranchPattern {
+    pub fn new(pattern: &str) -> Result<BranchPattern, regex::Error> {
+        Ok(BranchPattern { pattern: pattern.to_string(), regex: regex::Regex::new(&format!("^(?:{pattern})$"))? })
+    }
+
+    pub fn is_match(&self, branch: &str) -> bool {
+        self.regex.is_match(branch)
+    }
+
+    /// The pattern as configured.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+}
+
+impl PartialEq for BranchPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+impl Eq for BranchPattern {}
+
+/// The parameters poormanci sets itself; a job's `parameters` cannot.
+pub const OWN_PARAMETERS: &[&str] = &["token", "cause", "REPO", "BRANCH", "BRANCH_TO", "delay"];
 
 /// Whose pull requests build on their own, and whose commands count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,6 +393,54 @@ impl Checker {
         Some(PeerConfig { url: url?, topic, timeout, ca_bundle, insecure, concurrency })
     }
 
+    /// A job's `branches`: a non-empty list of valid regular expressions.
+    fn branches(&mut self, key: &str, v: Option<&Value>) -> Vec<BranchPattern> {
+        let items = match v {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(items)) if !items.is_empty() => items,
+            Some(_) => return self.wrong(key, "a non-empty list of branch patterns (regular expressions)").unwrap_or_default(),
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str().filter(|s| !s.is_empty()).map(BranchPattern::new) {
+                Some(Ok(p)) => out.push(p),
+                // The regex crate's message is several lines; its last says what is wrong.
+                Some(Err(e)) => {
+                    let why = e.to_string();
+                    let why = why.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim().trim_start_matches("error: ");
+                    self.problem(format!("{key}[{i}]: not a valid regular expression: {why}"));
+                }
+                None => self.problem(format!("{key}[{i}]: expected a branch pattern (a non-empty string)")),
+            }
+        }
+        out
+    }
+
+    /// A job's `parameters`: a dict of name -> string, none of poormanci's own.
+    fn parameters(&mut self, key: &str, v: Option<&Value>) -> Vec<(String, String)> {
+        let m = match v {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Object(m)) => m,
+            Some(_) => return self.wrong(key, "a dict of parameter name -> string").unwrap_or_default(),
+        };
+        let mut out = Vec::new();
+        for (name, value) in m {
+            if let Some(own) = OWN_PARAMETERS.iter().find(|p| p.eq_ignore_ascii_case(name)) {
+                self.problem(format!("{key}['{name}']: poormanci sets {own} itself"));
+                continue;
+            }
+            if name.is_empty() || name.chars().any(|c| c.is_control()) {
+                self.problem(format!("{key}[{name:?}]: expected a parameter name"));
+                continue;
+            }
+            match value.as_str() {
+                Some(s) => out.push((name.clone(), s.to_string())),
+                None => self.problem(format!("{key}['{name}']: expected a string")),
+            }
+        }
+        out
+    }
+
     fn projects(&mut self, v: Option<&Value>, trusted: &Trust) -> (BTreeMap<String, Vec<JobConfig>>, BTreeMap<String, Trust>) {
         const KEY: &str = "poormanci.projects";
         let (mut out, mut trust) = (BTreeMap::new(), BTreeMap::new());
@@ -400,13 +485,15 @@ impl Checker {
                 }
                 let token = self.req_str(&jkey, m, "token");
                 let display = self.opt_str(&jkey, m, "display_name");
+                let branches = self.branches(&format!("{jkey}.branches"), m.get("branches"));
+                let parameters = self.parameters(&format!("{jkey}.parameters"), m.get("parameters"));
                 if let (Some(job), Some(token)) = (name, token) {
                     if parsed.iter().any(|p: &JobConfig| p.job == job) {
                         self.problem(format!("{jkey}.job: {job:?} is listed twice"));
                         continue;
                     }
                     let display_name = display.unwrap_or_else(|| default_display_name(&job));
-                    parsed.push(JobConfig { job, token: Secret(token), display_name });
+                    parsed.push(JobConfig { job, token: Secret(token), display_name, branches, parameters });
                 }
             }
             out.insert(project.clone(), parsed);

@@ -102,8 +102,10 @@ pub struct PullRequest {
     pub target_is_fork: bool,
     pub id: u64,
     pub status: PrStatus,
-    pub branch: String,
-    pub branch_from: String,
+    /// The branch the PR merges into (Pagure's `branch`).
+    pub target_branch: String,
+    /// The PR's own branch (Pagure's `branch_from`).
+    pub source_branch: String,
     /// The PR's tip; null in messages before 2016.
     pub commit: Option<String>,
     pub author: String,
@@ -208,8 +210,8 @@ pub fn parse_pr<N: Node>(pr: &N) -> Result<PullRequest, Malformed> {
         target_is_fork: project.get("parent").is_some(),
         id: need(pr.get("id").and_then(|i| i.uint()), "pullrequest.id", "a number")?,
         status,
-        branch: text("branch")?,
-        branch_from: text("branch_from")?,
+        target_branch: text("branch")?,
+        source_branch: text("branch_from")?,
         commit: pr.get("commit_stop").and_then(|c| c.text(MAX_FIELD)),
         author: name_of(&need(pr.get("user"), "pullrequest.user", "a dict")?, "pullrequest.user")?,
         source,
@@ -253,7 +255,7 @@ mod tests {
         let pr = pr_of(&m);
         assert_eq!((pr.project.as_str(), pr.id, pr.status), ("pungi", 235, PrStatus::Open));
         assert_eq!(pr.source, Source::Fork { user: "lsedlar".into() });
-        assert_eq!((pr.branch.as_str(), pr.branch_from.as_str()), ("master", "lorax-dir"));
+        assert_eq!((pr.target_branch.as_str(), pr.source_branch.as_str()), ("master", "lorax-dir"));
         assert_eq!(pr.commit, None);
         assert_eq!(pr.last_comment, None);
     }

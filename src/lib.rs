@@ -20,6 +20,7 @@ pub mod jenkins;
 pub mod pagure;
 pub mod policy;
 pub mod store;
+pub mod work;
 pub mod worker;
 #[cfg(test)]
 mod testing;
