@@ -154,13 +154,73 @@ pub struct Config {
 impl Config {
     /// Check the whole merged fedmsg config; `Err` holds every problem.
     pub fn from_value(root: &Value) -> Result<Config, Vec<String>> {
+        Self::check(root).0
+    }
+
+    /// Check the whole merged fedmsg config: the config or every problem,
+    /// and warnings either way (unknown keys, which are otherwise ignored).
+    pub fn check(root: &Value) -> (Result<Config, Vec<String>>, Vec<String>) {
         let mut c = Checker::default();
+        let config = c.config(root);
+        (config, c.warnings)
+    }
+
+    /// What `poormanci check-config` prints: projects, jobs, topics, state_dir.
+    pub fn summary(&self) -> Value {
+        let projects: Map<String, Value> = self
+            .projects
+            .iter()
+            .map(|(name, jobs)| {
+                let jobs = jobs
+                    .iter()
+                    .map(|j| {
+                        serde_json::json!({
+                            "job": j.job,
+                            "display_name": j.display_name,
+                            "branches": j.branches.iter().map(BranchPattern::as_str).collect::<Vec<_>>(),
+                            "parameters": j.parameters.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<Map<String, Value>>(),
+                        })
+                    })
+                    .collect();
+                (name.clone(), Value::Array(jobs))
+            })
+            .collect();
+        serde_json::json!({"projects": projects, "topics": self.topics(), "state_dir": self.state_dir.display().to_string()})
+    }
+}
+
+/// The keys each dict may hold; anything else is reported as unknown.
+const ROOT_KEYS: &[&str] = &[
+    "poormanci.enabled",
+    "poormanci.pagure",
+    "poormanci.jenkins",
+    "poormanci.projects",
+    "poormanci.trusted",
+    "poormanci.commands",
+    "poormanci.state_dir",
+    "poormanci.retry_deadline",
+];
+const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
+const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user"];
+const JENKINS_KEYS: &[&str] =
+    &["user", "api_token", "follow", "poll_min", "poll_max", "queue_timeout", "build_timeout", "cancel_superseded"];
+const COMMAND_KEYS: &[&str] = &["ok_to_test", "retest", "test"];
+const PROJECT_KEYS: &[&str] = &["jobs", "trusted"];
+const JOB_KEYS: &[&str] = &["job", "token", "display_name", "branches", "parameters"];
+
+impl Checker {
+    fn config(&mut self, root: &Value) -> Result<Config, Vec<String>> {
+        let c = self;
         let root = match root.as_object() {
             Some(root) => root,
             None => return Err(vec!["config: expected a dict".into()]),
         };
+        let ours: Section = root.iter().filter(|(k, _)| k.starts_with("poormanci.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        c.unknown_keys("", &ours, &[ROOT_KEYS]);
         let pagure = c.section(root, "poormanci.pagure");
         let jenkins = c.section(root, "poormanci.jenkins");
+        c.unknown_keys("poormanci.pagure.", &pagure, &[PEER_KEYS, PAGURE_KEYS]);
+        c.unknown_keys("poormanci.jenkins.", &jenkins, &[PEER_KEYS, JENKINS_KEYS]);
         let pagure_peer = c.peer("poormanci.pagure", &pagure, DEFAULT_PAGURE_TOPIC);
         let token = c.req_str("poormanci.pagure", &pagure, "token");
         let flag_name = c.opt_str("poormanci.pagure", &pagure, "flag_name");
@@ -192,6 +252,7 @@ impl Config {
         let trusted = c.trust("poormanci.trusted", root.get("poormanci.trusted"), &Trust::default());
         let (projects, project_trust) = c.projects(root.get("poormanci.projects"), &trusted);
         let commands = c.opt_section(root, "poormanci.commands");
+        c.unknown_keys("poormanci.commands.", &commands, &[COMMAND_KEYS]);
         let commands = Commands {
             ok_to_test: c.opt_str("poormanci.commands", &commands, "ok_to_test").unwrap_or_else(|| "/ok-to-test".into()),
             retest: c.opt_str("poormanci.commands", &commands, "retest").unwrap_or_else(|| "/retest".into()),
@@ -205,7 +266,7 @@ impl Config {
         let retry_deadline = c.duration_at("poormanci.retry_deadline", root.get("poormanci.retry_deadline"), 3600.0);
 
         if !c.problems.is_empty() {
-            return Err(c.problems);
+            return Err(c.problems.clone());
         }
         // Every Option below is Some: a None recorded a problem above.
         Ok(Config {
@@ -234,7 +295,9 @@ impl Config {
             retry_deadline,
         })
     }
+}
 
+impl Config {
     /// The topic prefixes to subscribe to.
     pub fn topics(&self) -> Vec<String> {
         vec![
@@ -269,6 +332,7 @@ fn default_display_name(job: &str) -> String {
 #[derive(Default)]
 struct Checker {
     problems: Vec<String>,
+    warnings: Vec<String>,
 }
 
 type Section = Map<String, Value>;
@@ -276,6 +340,21 @@ type Section = Map<String, Value>;
 impl Checker {
     fn problem(&mut self, p: impl Into<String>) {
         self.problems.push(p.into());
+    }
+
+    /// One warning per key of `m` that is none of `known`, with the closest
+    /// known key when it is close (a typo such as `cancel_superseeded`).
+    fn unknown_keys(&mut self, prefix: &str, m: &Section, known: &[&[&str]]) {
+        let known: Vec<&str> = known.iter().flat_map(|k| k.iter().copied()).collect();
+        for key in m.keys().filter(|k| !known.contains(&k.as_str())) {
+            let close = known
+                .iter()
+                .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+                .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+                .min();
+            let hint = close.map(|(_, k)| format!("; did you mean {prefix}{k}?")).unwrap_or_default();
+            self.warnings.push(format!("{prefix}{key}: unknown key, ignored{hint}"));
+        }
     }
 
     fn missing<T>(&mut self, key: &str, expected: &str) -> Option<T> {
@@ -458,6 +537,7 @@ impl Checker {
             // A list of jobs, or {"jobs": [...], "trusted": {...}} for a project's own trust.
             let (jobs, jkey) = match value {
                 Value::Object(m) => {
+                    self.unknown_keys(&format!("{pkey}."), m, &[PROJECT_KEYS]);
                     trust.insert(project.clone(), self.trust(&format!("{pkey}.trusted"), m.get("trusted"), trusted));
                     (m.get("jobs").unwrap_or(&Value::Null), format!("{pkey}.jobs"))
                 }
@@ -477,6 +557,7 @@ impl Checker {
                     self.problem(format!("{jkey}: expected a dict with \"job\" and \"token\""));
                     continue;
                 };
+                self.unknown_keys(&format!("{jkey}."), m, &[JOB_KEYS]);
                 let name = self.req_str(&jkey, m, "job");
                 if let Some(n) = &name {
                     if n.split('/').any(|part| part.is_empty() || part == "." || part == "..") || n.chars().any(char::is_control) {
@@ -558,5 +639,68 @@ mod tests {
         let c = Config::from_value(&good()).unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("T0K") && !shown.contains("BEEFCAFE"), "{shown}");
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> Value {
+        json!({
+            "poormanci.pagure": {"url": "https://pagure.io", "token": "T0K"},
+            "poormanci.jenkins": {"url": "https://jenkins.example.org", "cancel_superseeded": false},
+            "poormanci.projects": {
+                "pungi": {"jobs": [{"job": "pungi-pr", "token": "x", "brances": ["main"]}], "trusted": {"users": ["a"]}},
+            },
+            "poormanci.state_dir": "/var/lib/poormanci",
+            "poormanci.retry_deadlin": 60,
+            "poormanci.enabled": true,
+            "other.key": 1,
+        })
+    }
+
+    #[test]
+    fn unknown_keys_are_warned_about_with_the_close_match() {
+        let (checked, warnings) = Config::check(&config());
+        assert!(checked.is_ok());
+        assert_eq!(
+            warnings,
+            [
+                "poormanci.retry_deadlin: unknown key, ignored; did you mean poormanci.retry_deadline?",
+                "poormanci.jenkins.cancel_superseeded: unknown key, ignored; did you mean poormanci.jenkins.cancel_superseded?",
+                "poormanci.projects['pungi'].jobs[0].brances: unknown key, ignored; did you mean poormanci.projects['pungi'].jobs[0].branches?",
+            ]
+        );
+        let mut v = config();
+        v["poormanci.pagure"]["flavour"] = json!(1);
+        assert_eq!(Config::check(&v).1[1], "poormanci.pagure.flavour: unknown key, ignored");
+    }
+
+    #[test]
+    fn branches_and_parameters_are_checked() {
+        let mut v = config();
+        v["poormanci.projects"]["pungi"]["jobs"][0] = json!({
+            "job": "pungi-pr", "token": "x", "branches": ["main", "f4[0-9]", "(", 3],
+            "parameters": {"PYTHON": "3.12", "BRANCH": "x", "N": 1},
+        });
+        assert_eq!(
+            Config::check(&v).0.unwrap_err(),
+            [
+                "poormanci.projects['pungi'].jobs[0].branches[2]: not a valid regular expression: unclosed group",
+                "poormanci.projects['pungi'].jobs[0].branches[3]: expected a branch pattern (a non-empty string)",
+                "poormanci.projects['pungi'].jobs[0].parameters['BRANCH']: poormanci sets BRANCH itself",
+                "poormanci.projects['pungi'].jobs[0].parameters['N']: expected a string",
+            ]
+        );
+        v["poormanci.projects"]["pungi"]["jobs"][0] =
+            json!({"job": "pungi-pr", "token": "x", "branches": ["main", "f4[0-9]"], "parameters": {"PYTHON": "3.12"}});
+        let c = Config::check(&v).0.unwrap();
+        let job = &c.projects["pungi"][0];
+        let matches: Vec<bool> = ["main", "f41", "f410", "xf41", "mainline"].iter().map(|b| job.branches.iter().any(|p| p.is_match(b))).collect();
+        assert_eq!(matches, [true, true, false, false, false]);
+        assert_eq!(job.parameters, [("PYTHON".to_string(), "3.12".to_string())]);
+        assert_eq!(c.summary()["projects"]["pungi"][0]["branches"], json!(["main", "f4[0-9]"]));
     }
 }

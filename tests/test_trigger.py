@@ -145,3 +145,12 @@ def test_a_wrong_config_is_one_clear_line_and_the_hub_keeps_running(jenkins, pag
     assert "poormanci.jenkins.poll_min: expected a positive number of seconds" in line
     hub.wait_for_log(r"Running the MokshaHub reactor")
     assert hub.alive() and "Traceback" not in hub.log_text()
+
+
+def test_an_unknown_key_is_one_warning_at_start_and_poormanci_runs(jenkins, pagure, make_config, hub_factory, wait_until):
+    config = make_config(jenkins, pagure, jenkins={"cancel_superseeded": False})
+    hub = hub_factory(config)
+    hub.wait_for_log(r"WARNING poormanci .*config: poormanci.jenkins.cancel_superseeded: unknown key, ignored; "
+                     r"did you mean poormanci.jenkins.cancel_superseded\?")
+    hub.publish(messages.pr_new(pagure.add_pr("pungi", 61, author="alice")))
+    wait_until(lambda: jenkins.triggers, message="a trigger")

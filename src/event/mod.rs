@@ -5,6 +5,9 @@
 //! list, no recursion into hostile nesting) and a `serde_json::Value` in tests
 //! and fuzzing.
 
+mod json;
+mod python;
+
 use crate::config::Config;
 
 /// Longest comment text read; a longer comment is neither a command nor a
@@ -24,24 +27,6 @@ pub trait Node: Sized {
     fn boolean(&self) -> Option<bool>;
     /// The last element of a list.
     fn last(&self) -> Option<Self>;
-}
-
-impl Node for &serde_json::Value {
-    fn get(&self, key: &str) -> Option<Self> {
-        self.as_object()?.get(key).filter(|v| !v.is_null())
-    }
-    fn text(&self, max: usize) -> Option<String> {
-        self.as_str().filter(|s| s.len() <= max).map(str::to_owned)
-    }
-    fn uint(&self) -> Option<u64> {
-        self.as_u64()
-    }
-    fn boolean(&self) -> Option<bool> {
-        self.as_bool()
-    }
-    fn last(&self) -> Option<Self> {
-        self.as_array()?.last()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,10 +139,15 @@ fn parse_event<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Result<Event
     Ok(Event::NotOurs("not a topic poormanci listens to".into()))
 }
 
-/// The target project of a pull-request message, read before anything else:
-/// most bus traffic is about projects poormanci does not build, and this
-/// lets the caller drop it after a few lookups.
-pub fn pr_project<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Option<String> {
+/// Why this message can be dropped at once, if it can: most bus traffic is
+/// about projects poormanci does not build, and the target project is read
+/// with a few lookups, before anything else.
+pub fn not_ours_early<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Option<String> {
+    pr_project(cfg, topic, envelope).and_then(|p| crate::policy::unconfigured(cfg, &p))
+}
+
+/// The target project of a pull-request message.
+fn pr_project<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Option<String> {
     topic.strip_prefix(cfg.pagure.peer.topic.as_str())?.strip_prefix(".pull-request.")?;
     let body = envelope.get("msg")?;
     let pr = body.get("pullrequest").or_else(|| body.get("pull_request"))?;
