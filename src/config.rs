@@ -486,7 +486,7 @@ impl Checker {
                 // The regex crate's message is several lines; its last says what is wrong.
                 Some(Err(e)) => {
                     let why = e.to_string();
-                    let why = why.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim().trim_start_matches("error: ");
+                    let why = why.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().trim_start_matches("error: ");
                     self.problem(format!("{key}[{i}]: not a valid regular expression: {why}"));
                 }
                 None => self.problem(format!("{key}[{i}]: expected a branch pattern (a non-empty string)")),

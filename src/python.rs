@@ -23,8 +23,10 @@ create_exception!(poormanci._core, ConfigError, PyValueError, "The configuration
 /// (moksha's own queue holds the rest) instead of growing without bound.
 const INBOX: usize = 10_000;
 
-/// The config and its warnings, or every problem.
-fn config_from(config: &Bound<PyAny>) -> PyResult<Result<(Config, Vec<String>), Vec<String>>> {
+/// A config with its warnings (unknown keys), or every problem.
+type Checked = Result<(Config, Vec<String>), Vec<String>>;
+
+fn config_from(config: &Bound<PyAny>) -> PyResult<Checked> {
     let value: serde_json::Value = match pythonize::depythonize(config) {
         Ok(v) => v,
         // Values JSON has no word for (a set, an object): name the key.

@@ -58,10 +58,40 @@ pub fn effect(cfg: &Config, project: &str, target_branch: &str, command: &Comman
                 Some(job) if !builds_into(job, target_branch) => Effect::Nothing(format!(
                     "job {} does not build pull requests into {target_branch} (its branches: {})",
                     job.job,
-                    job.branches.iter().map(|b| b.as_str().trim_start_matches("^(?:").trim_end_matches(")$")).collect::<Vec<_>>().join(", ")
+                    job.branches.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
                 )),
                 Some(job) => Effect::Build(vec![job.job.clone()]),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn what_a_command_builds_follows_the_branches() {
+        let cfg = Config::from_value(&json!({
+            "poormanci.pagure": {"url": "https://pagure.io", "token": "t"},
+            "poormanci.jenkins": {"url": "https://jenkins.example.org"},
+            "poormanci.projects": {"pungi": [
+                {"job": "pungi-pr", "token": "x", "branches": ["main"]},
+                {"job": "folder/docs", "token": "y"},
+            ]},
+            "poormanci.state_dir": "/nonexistent",
+        }))
+        .unwrap();
+        let effect = |branch: &str, c: Command| effect(&cfg, "pungi", branch, &c);
+        assert_eq!(effect("main", Command::Retest), Effect::Build(vec!["pungi-pr".into(), "folder/docs".into()]));
+        assert_eq!(effect("f41", Command::Retest), Effect::Build(vec!["folder/docs".into()]));
+        assert_eq!(effect("f41", Command::Test("folder".into())), Effect::Build(vec!["folder/docs".into()]), "by display name");
+        assert_eq!(
+            effect("f41", Command::Test("pungi-pr".into())),
+            Effect::Nothing("job pungi-pr does not build pull requests into f41 (its branches: main)".into())
+        );
+        assert_eq!(effect("f41", Command::Test("nope".into())), Effect::Nothing("\"nope\" is not a job of pungi".into()));
+        assert_eq!(effect("f41", Command::OkToTest), Effect::Approve);
     }
 }

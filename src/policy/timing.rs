@@ -25,7 +25,7 @@ pub fn retry_delay(attempt: u32, jitter: f64) -> Duration {
 /// A run still in the Jenkins queue past `queue_timeout` ends as an error.
 pub fn queue_timed_out(cfg: &Config, created: f64, now: f64) -> Option<Outcome> {
     let limit = cfg.jenkins.queue_timeout;
-    (now - created > limit.as_secs_f64()).then(|| Outcome::NotStarted { after_secs: limit.as_secs() })
+    (now - created > limit.as_secs_f64()).then_some(Outcome::NotStarted { after_secs: limit.as_secs() })
 }
 
 /// A build still running past `build_timeout` (from its start) ends as an error.

@@ -232,3 +232,59 @@ fn run_spec(cfg: &Config, pr: &PullRequest) -> Result<RunSpec, String> {
     })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(cancel_superseded: bool) -> Config {
+        Config::from_value(&json!({
+            "poormanci.pagure": {"url": "https://pagure.io", "token": "t"},
+            "poormanci.jenkins": {"url": "https://jenkins.example.org", "cancel_superseded": cancel_superseded},
+            "poormanci.projects": {"pungi": [
+                {"job": "pungi-pr", "token": "x", "branches": ["main", "f4[0-9]"]},
+                {"job": "pungi-docs", "token": "y"},
+            ]},
+            "poormanci.state_dir": "/nonexistent",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn jobs_for_a_target_branch() {
+        let cfg = config(true);
+        let jobs = |branch: &str| jobs_for(&cfg, "pungi", branch).iter().map(|j| j.job.as_str()).collect::<Vec<_>>();
+        assert_eq!(jobs("main"), ["pungi-pr", "pungi-docs"]);
+        assert_eq!(jobs("f41"), ["pungi-pr", "pungi-docs"]);
+        for other in ["f410", "xf41", "main2", "rawhide", "Main"] {
+            assert_eq!(jobs(other), ["pungi-docs"], "{other}");
+        }
+        assert!(jobs_for(&cfg, "unknown", "main").is_empty());
+    }
+
+    #[test]
+    fn a_new_commit_supersedes_older_runs_of_the_same_job() {
+        let spec = |job: &str, commit: &str| RunSpec {
+            project: "pungi".into(),
+            pr: 1,
+            job: job.into(),
+            commit: Some(commit.into()),
+            repo: "r".into(),
+            source_branch: "fix".into(),
+            target_branch: "main".into(),
+            pr_url: "u".into(),
+        };
+        let (new, cfg) = (spec("pungi-pr", "b"), config(true));
+        let s = |old: &RunSpec, id: i64, state: RunState| supersede(&cfg, (5, &new), (id, old, state));
+        assert_eq!(s(&spec("pungi-pr", "a"), 4, RunState::Queued), Supersede::CancelAndEnd);
+        assert_eq!(s(&spec("pungi-pr", "a"), 4, RunState::Gated), Supersede::End);
+        assert_eq!(s(&spec("pungi-docs", "a"), 4, RunState::Queued), Supersede::Keep);
+        // A rebuild of the same commit leaves the build under way alone.
+        assert_eq!(s(&spec("pungi-pr", "b"), 4, RunState::Running), Supersede::Keep);
+        assert_eq!(s(&spec("pungi-pr", "a"), 6, RunState::Queued), Supersede::Keep);
+        let off = config(false);
+        assert_eq!(supersede(&off, (5, &new), (4, &spec("pungi-pr", "a"), RunState::Running)), Supersede::Keep);
+        assert_eq!(supersede(&off, (5, &new), (4, &spec("pungi-pr", "a"), RunState::Gated)), Supersede::End);
+    }
+}
