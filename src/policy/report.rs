@@ -145,3 +145,50 @@ fn human(secs: u64) -> String {
         s => format!("{s} s"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::config;
+
+    #[test]
+    fn cause_round_trip() {
+        let url = "https://pagure.io/pungi/pull-request/235";
+        assert_eq!(run_in_note(&cause(url, 42)), Some(42));
+        assert_eq!(run_in_note("203"), None);
+        assert_eq!(run_in_note("x [poormanci run 4x]"), None);
+    }
+
+    #[test]
+    fn flag_uid_is_short_and_stable() {
+        assert_eq!(flag_uid("pungi-pr"), flag_uid("pungi-pr"));
+        assert_ne!(flag_uid("pungi-pr"), flag_uid("pungi-pr2"));
+        assert!(flag_uid(&"x/".repeat(100)).len() <= 32);
+    }
+
+    #[test]
+    fn results_map_to_flags() {
+        let cfg = config();
+        let report = |result: &str| {
+            let o = Outcome::Finished { number: 149, url: "http://j.example.org/job/p/149/".into(), result: result.into() };
+            final_report(&cfg, "p", "http://j.example.org/job/p/", Some("3f2a9c1e77"), &o, &Head::Same).flag.unwrap()
+        };
+        let ok = report("SUCCESS");
+        assert_eq!((ok.status, ok.percent, ok.text.as_str()), (FlagStatus::Success, Some(100), "Build #149 successful (commit 3f2a9c1e)"));
+        assert_eq!(report("FAILURE").status, FlagStatus::Failure);
+        assert_eq!(report("UNSTABLE").status, FlagStatus::Failure);
+        assert_eq!(report("ABORTED").status, FlagStatus::Canceled);
+        assert_eq!(report("NOT_BUILT").status, FlagStatus::Error);
+        assert_eq!(report("WEIRD").status, FlagStatus::Error);
+    }
+
+    #[test]
+    fn no_stale_green() {
+        let cfg = config();
+        let o = Outcome::Finished { number: 7, url: "http://j.example.org/job/p/7/".into(), result: "SUCCESS".into() };
+        let head = Head::MovedOn { head: "bbbbbbbbbb".into(), rebuilding: false };
+        let r = final_report(&cfg, "p", "http://j.example.org/job/p/", Some("aaaaaaaaaa"), &o, &head);
+        assert_eq!(r.flag, None);
+        assert!(r.comment.unwrap().contains("This result is for commit aaaaaaaa; the pull request has moved on to bbbbbbbb"));
+    }
+}

@@ -1,7 +1,6 @@
+//! Tests of `decide`: which messages start which runs, on real fixtures.
+
 use super::*;
-use crate::config::Trust;
-use crate::pagure::FlagStatus;
-use std::time::Duration;
 use crate::event::parse;
 use crate::testing::{config, fixture};
 use std::collections::HashSet;
@@ -142,74 +141,4 @@ fn commands_are_whole_lines() {
         c["comment"] = "/retest".into();
     });
     assert!(matches!(d, Decision::Commands { ref commands, .. } if commands == &[Command::Retest]), "{d:?}");
-}
-
-#[test]
-fn who_is_trusted() {
-    let project = serde_json::json!({
-        "access_users": {"owner": ["ralph"], "admin": ["ann"], "commit": ["cid"], "collaborator": ["col"], "ticket": ["tim"]},
-        "access_groups": {"admin": ["admins"], "commit": [], "ticket": ["triagers"]},
-    });
-    let acl: crate::pagure::ProjectAcl = serde_json::from_value(project).unwrap();
-    assert_eq!(committers(&acl), (vec!["ralph".into(), "ann".into(), "cid".into()], vec!["admins".into()]));
-    let trust = Trust { users: vec!["alice".into()], groups: vec!["qa".into()], committers: true };
-    assert_eq!(groups_to_ask(&trust, &acl), ["admins", "qa"]);
-    for user in ["alice", "ralph", "ann", "cid", "gus"] {
-        assert!(trusted_by_pagure(&trust, user, &acl, &["gus".into()]), "{user}");
-    }
-    for user in ["col", "tim", "mallory"] {
-        assert!(!trusted_by_pagure(&trust, user, &acl, &["gus".into()]), "{user}");
-    }
-    let no_committers = Trust { committers: false, ..trust };
-    assert!(!trusted_by_pagure(&no_committers, "ralph", &acl, &[]));
-}
-
-#[test]
-fn cause_round_trip() {
-    let url = "https://pagure.io/pungi/pull-request/235";
-    assert_eq!(run_in_note(&cause(url, 42)), Some(42));
-    assert_eq!(run_in_note("203"), None);
-    assert_eq!(run_in_note("x [poormanci run 4x]"), None);
-}
-
-#[test]
-fn flag_uid_is_short_and_stable() {
-    assert_eq!(flag_uid("pungi-pr"), flag_uid("pungi-pr"));
-    assert_ne!(flag_uid("pungi-pr"), flag_uid("pungi-pr2"));
-    assert!(flag_uid(&"x/".repeat(100)).len() <= 32);
-}
-
-#[test]
-fn results_map_to_flags() {
-    let cfg = config();
-    let report = |result: &str| {
-        let o = Outcome::Finished { number: 149, url: "http://j.example.org/job/p/149/".into(), result: result.into() };
-        final_report(&cfg, "p", "http://j.example.org/job/p/", Some("3f2a9c1e77"), &o, &Head::Same).flag.unwrap()
-    };
-    let ok = report("SUCCESS");
-    assert_eq!((ok.status, ok.percent, ok.text.as_str()), (FlagStatus::Success, Some(100), "Build #149 successful (commit 3f2a9c1e)"));
-    assert_eq!(report("FAILURE").status, FlagStatus::Failure);
-    assert_eq!(report("UNSTABLE").status, FlagStatus::Failure);
-    assert_eq!(report("ABORTED").status, FlagStatus::Canceled);
-    assert_eq!(report("NOT_BUILT").status, FlagStatus::Error);
-    assert_eq!(report("WEIRD").status, FlagStatus::Error);
-}
-
-#[test]
-fn no_stale_green() {
-    let cfg = config();
-    let o = Outcome::Finished { number: 7, url: "http://j.example.org/job/p/7/".into(), result: "SUCCESS".into() };
-    let head = Head::MovedOn { head: "bbbbbbbbbb".into(), rebuilding: false };
-    let r = final_report(&cfg, "p", "http://j.example.org/job/p/", Some("aaaaaaaaaa"), &o, &head);
-    assert_eq!(r.flag, None);
-    assert!(r.comment.unwrap().contains("This result is for commit aaaaaaaa; the pull request has moved on to bbbbbbbb"));
-}
-
-#[test]
-fn delays_grow_and_stay_bounded() {
-    let cfg = config();
-    assert_eq!(poll_delay(&cfg, 0), cfg.jenkins.poll_min);
-    assert_eq!(poll_delay(&cfg, 1000), cfg.jenkins.poll_max);
-    assert!(retry_delay(0, 0.0) >= Duration::from_millis(500));
-    assert!(retry_delay(100, 1.0) <= Duration::from_secs(300));
 }

@@ -57,3 +57,18 @@ pub fn given_up(work: &Work, why: &str) -> GivenUp {
         Work::Cancel | Work::Flag(_) | Work::Comment { .. } | Work::Lookup { .. } => GivenUp::Drop,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::config;
+
+    #[test]
+    fn delays_grow_and_stay_bounded() {
+        let cfg = config();
+        assert_eq!(poll_delay(&cfg, 0), cfg.jenkins.poll_min);
+        assert_eq!(poll_delay(&cfg, 1000), cfg.jenkins.poll_max);
+        assert!(retry_delay(0, 0.0) >= Duration::from_millis(500));
+        assert!(retry_delay(100, 1.0) <= Duration::from_secs(300));
+    }
+}

@@ -37,3 +37,28 @@ pub fn groups_to_ask(trust: &Trust, acl: &ProjectAcl) -> Vec<String> {
 pub fn trusted_by_pagure(trust: &Trust, user: &str, acl: &ProjectAcl, members_of_groups: &[String]) -> bool {
     trusted_by_config(trust, user) || (trust.committers && committers(acl).0.iter().any(|u| u == user)) || members_of_groups.iter().any(|m| m == user)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_is_trusted() {
+        let project = serde_json::json!({
+            "access_users": {"owner": ["ralph"], "admin": ["ann"], "commit": ["cid"], "collaborator": ["col"], "ticket": ["tim"]},
+            "access_groups": {"admin": ["admins"], "commit": [], "ticket": ["triagers"]},
+        });
+        let acl: crate::pagure::ProjectAcl = serde_json::from_value(project).unwrap();
+        assert_eq!(committers(&acl), (vec!["ralph".into(), "ann".into(), "cid".into()], vec!["admins".into()]));
+        let trust = Trust { users: vec!["alice".into()], groups: vec!["qa".into()], committers: true };
+        assert_eq!(groups_to_ask(&trust, &acl), ["admins", "qa"]);
+        for user in ["alice", "ralph", "ann", "cid", "gus"] {
+            assert!(trusted_by_pagure(&trust, user, &acl, &["gus".into()]), "{user}");
+        }
+        for user in ["col", "tim", "mallory"] {
+            assert!(!trusted_by_pagure(&trust, user, &acl, &["gus".into()]), "{user}");
+        }
+        let no_committers = Trust { committers: false, ..trust };
+        assert!(!trusted_by_pagure(&no_committers, "ralph", &acl, &[]));
+    }
+}
