@@ -129,6 +129,11 @@ def test_secured_jenkins_gives_anonymous_no_overall_read():
         # An API token needs neither crumb nor job token.
         no_token = {k: v for k, v in TRIGGER.items() if k != "token"}
         assert trigger(jenkins, data=no_token, auth=("ci", "11aa")).status_code == 201
+    with FakeJenkins({"pungi-pr": "BEEFCAFE"}, user="ci", api_token="11aa") as jenkins:
+        r = trigger(jenkins)  # no crumbs: the right job token still needs Overall/Read
+        assert r.status_code == 403 and "Authentication required" in r.text
+        assert r.headers["X-Required-Permission"] == "hudson.model.Hudson.Read"
+        assert jenkins.triggers == []
 
 
 def test_authenticated_403_is_a_full_page_with_the_crumb_header():
