@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NEW_PR = FIXTURES / "prod2016.pagure.pull-request.new.pungi-235.json"
 CLOSED_PR = FIXTURES / "prod2016.pagure.pull-request.closed.pungi-234.json"
 
-# fedmsg keys the hub needs (HUB.md): with these, check-config finds no hub problem.
+# fedmsg keys the hub needs (see tests/harness.py): with these, check-config finds no hub problem.
 BASE = {
     "topic_prefix": "org.fedoraproject", "environment": "prod", "zmq_enabled": True,
     "sign_messages": False, "validate_signatures": False,
