@@ -94,12 +94,58 @@ impl<'py> Node for Bound<'py, PyAny> {
 }
 
 fn config_from(config: &Bound<PyAny>) -> PyResult<Result<Config, Vec<String>>> {
-    let value: serde_json::Value = match pythonize::depythonize(config) {
-        Ok(v) => v,
-        // Values JSON has no word for (a set, an object): name the key.
-        Err(e) => return Ok(Err(vec![format!("config: {e}")])),
+    Ok(plain_config(config).and_then(|value| Config::from_value(&value)))
+}
+
+/// The config dict as JSON, key by key, so that a value JSON has no word
+/// for (a timedelta, a compiled regex, a class) is named. Callers hand over
+/// the `poormanci.*` keys only (`poormanci.config.poormanci_keys`).
+fn plain_config(config: &Bound<PyAny>) -> Result<serde_json::Value, Vec<String>> {
+    let Ok(dict) = config.cast::<PyDict>() else {
+        return pythonize::depythonize(config).map_err(|e| vec![format!("config: {e}")]);
     };
-    Ok(Config::from_value(&value))
+    let (mut root, mut problems) = (serde_json::Map::new(), Vec::new());
+    for (key, value) in dict.iter() {
+        let key = key.str().map(|k| k.to_string()).unwrap_or_else(|_| "?".into());
+        match pythonize::depythonize(&value) {
+            Ok(v) => drop(root.insert(key, v)),
+            Err(_) => problems.push(unreadable(key, &value, 0)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(serde_json::Value::Object(root))
+    } else {
+        Err(problems)
+    }
+}
+
+/// `key: <type> is not a config value …` for the innermost key of `value`
+/// that JSON cannot hold.
+fn unreadable(key: String, value: &Bound<PyAny>, depth: usize) -> String {
+    let bad = |v: &Bound<PyAny>| pythonize::depythonize::<serde_json::Value>(v).err();
+    if depth < 32 {
+        if let Ok(dict) = value.cast::<PyDict>() {
+            for (k, v) in dict.iter() {
+                if bad(&v).is_some() {
+                    let k = k.str().map(|k| k.to_string()).unwrap_or_else(|_| "?".into());
+                    let shown = if k.chars().all(|c| c.is_alphanumeric() || c == '_') { format!("{key}.{k}") } else { format!("{key}['{k}']") };
+                    return unreadable(shown, &v, depth + 1);
+                }
+            }
+        } else if let Ok(list) = value.cast::<PyList>() {
+            for (i, v) in list.iter().enumerate() {
+                if bad(&v).is_some() {
+                    return unreadable(format!("{key}[{i}]"), &v, depth + 1);
+                }
+            }
+        }
+    }
+    if value.is_instance_of::<PyDict>() || value.is_instance_of::<PyList>() {
+        // Every item is fine, the container is not (a key that is not a string).
+        return format!("{key}: cannot be read: {}", bad(value).map(|e| e.to_string()).unwrap_or_default());
+    }
+    let kind = value.get_type().fully_qualified_name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    format!("{key}: a {kind} is not a config value (expected a string, number, True/False, None, list or dict)")
 }
 
 fn config_error(py: Python, problems: Vec<String>) -> PyErr {

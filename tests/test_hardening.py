@@ -41,3 +41,55 @@ def test_credentials_in_a_url_are_one_clear_line_that_does_not_repeat_them(jenki
     assert "SECRET-42" not in hub.log_text()
 
 
+# A fedmsg.d file of another consumer: values JSON has no word for.
+OTHER_CONSUMER = '''
+import datetime
+import re
+
+
+class Handler:
+    pass
+
+
+config = {
+    "other.cache_ttl": datetime.timedelta(minutes=5),
+    "other.ignore": re.compile(r"^test-"),
+    "other.handler": Handler,
+}
+'''
+
+# The same kinds of value under poormanci's own keys.
+OURS_UNREADABLE = '''
+import datetime
+import re
+
+config = {
+    "poormanci.retry_deadline": datetime.timedelta(hours=1),
+    "poormanci.commands": {"ok_to_test": re.compile("/ok-to-test")},
+}
+'''
+
+
+def test_only_poormanci_keys_of_the_hub_config_are_read(jenkins, pagure, make_config, hub_factory, tmp_path,
+                                                         wait_until):
+    config = make_config(jenkins, pagure)
+    workdir = tmp_path / "hub-other"
+    (workdir / "fedmsg.d").mkdir(parents=True)
+    (workdir / "fedmsg.d" / "other.py").write_text(OTHER_CONSUMER)
+    hub = hub_factory(config, workdir=workdir)
+    pr = pagure.add_pr("pungi", 1, author="alice")
+    hub.publish(messages.pr_new(pr))
+    wait_until(lambda: triggered(jenkins, 1), message="the PR's trigger")
+
+    # A poormanci.* key holding such a value: one line naming each key.
+    workdir = tmp_path / "hub-ours"
+    (workdir / "fedmsg.d").mkdir(parents=True)
+    (workdir / "fedmsg.d" / "zz-ours.py").write_text(OURS_UNREADABLE)
+    hub = hub_factory(make_config(jenkins, pagure, state_dir=tmp_path / "state2"), ready=False, workdir=workdir)
+    line = hub.wait_for_log(r"ERROR poormanci .*poormanci is not started: .*").group(0)
+    assert "poormanci.retry_deadline: a datetime.timedelta is not a config value" in line
+    assert "poormanci.commands.ok_to_test: a re.Pattern is not a config value" in line
+    hub.wait_for_log(r"Running the MokshaHub reactor")
+    assert hub.alive() and "Traceback" not in hub.log_text()
+
+
