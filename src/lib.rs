@@ -173,18 +173,8 @@ struct Core {
     tx: SyncSender<Input>,
     engine: Mutex<Option<JoinHandle<()>>>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    /// Held for the Core's life: one poormanci per state_dir.
-    _lock: Option<File>,
-}
-
-fn lock_state_dir(cfg: &Config) -> Result<File, String> {
-    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| format!("cannot create state_dir {}: {e}", cfg.state_dir.display()))?;
-    let path = cfg.state_dir.join("lock");
-    let file = File::create(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.try_lock().map_err(|_| {
-        format!("state_dir {} is in use by another poormanci (a running hub?); stop it or use another state_dir", cfg.state_dir.display())
-    })?;
-    Ok(file)
+    /// Held until close(): one poormanci per state_dir.
+    lock: Mutex<Option<File>>,
 }
 
 #[pymethods]
@@ -203,7 +193,7 @@ impl Core {
         let (store, peers, lock) = if dry_run {
             (store::Store::open_in_memory(), None, None)
         } else {
-            let lock = lock_state_dir(&cfg).map_err(PyRuntimeError::new_err)?;
+            let lock = store::lock(&cfg.state_dir).map_err(PyRuntimeError::new_err)?;
             let store = store::Store::open(&cfg.state_dir).map_err(PyRuntimeError::new_err)?;
             let peers = worker::Peers::new(&cfg).map_err(PyRuntimeError::new_err)?;
             (store, Some(Arc::new(peers)), Some(lock))
@@ -224,7 +214,7 @@ impl Core {
         if !dry_run {
             info!("poormanci started: {projects} project(s), {jobs} job(s), topics {}", cfg.topics().join(" "));
         }
-        Ok(Core { cfg, tx, engine: Mutex::new(Some(thread)), runtime: Mutex::new(Some(runtime)), _lock: lock })
+        Ok(Core { cfg, tx, engine: Mutex::new(Some(thread)), runtime: Mutex::new(Some(runtime)), lock: Mutex::new(lock) })
     }
 
     fn topics(&self) -> Vec<String> {
@@ -308,6 +298,8 @@ impl Core {
                 rt.shutdown_timeout(Duration::from_secs(1));
             }
         });
+        // The engine, and with it the store, is gone: another Core may use the state_dir.
+        drop(self.lock.lock().ok().and_then(|mut l| l.take()));
     }
 }
 

@@ -93,3 +93,82 @@ def test_only_poormanci_keys_of_the_hub_config_are_read(jenkins, pagure, make_co
     assert hub.alive() and "Traceback" not in hub.log_text()
 
 
+def damage_a_page(db: Path, table: str):
+    """Overwrite the root page of ``table`` with garbage (the store is closed)."""
+    with sqlite3.connect(db) as conn:
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+
+
+def test_a_damaged_state_store_is_kept_aside_and_the_hub_goes_on(jenkins, pagure, make_config, hub_factory,
+                                                                  tmp_path, wait_until):
+    config = make_config(jenkins, pagure)
+    state = Path(config["poormanci.state_dir"])
+    state.mkdir()
+    (state / STORE).write_bytes(b"not a database: a disk full of someone else's log\n" * 100)
+    hub = hub_factory(config)
+    hub.wait_for_log(r"ERROR poormanci .*state store .*poormanci\.sqlite3 is damaged \(.*\); kept aside as "
+                     r".*poormanci\.sqlite3\.damaged-\d{8}T\d{6}\.\d{3}Z and started afresh")
+    (aside,) = state.glob(f"{STORE}.damaged-*Z")
+    assert aside.read_bytes().startswith(b"not a database")
+    hub.publish(messages.pr_new(pagure.add_pr("pungi", 1, author="alice")))
+    wait_until(lambda: triggered(jenkins, 1), message="PR 1's trigger")
+
+    # A real store with a damaged page: PRAGMA quick_check finds it at the next start.
+    hub.stop()
+    damage_a_page(state / STORE, "runs")
+    mark = hub.log_mark()
+    hub.start()
+    hub.wait_for_log(r"ERROR poormanci .*state store .* is damaged \(quick_check: .*\); kept aside", since=mark)
+    assert len(list(state.glob(f"{STORE}.damaged-*Z"))) == 2
+    hub.publish(messages.pr_new(pagure.add_pr("pungi", 2, author="alice")))
+    wait_until(lambda: triggered(jenkins, 2), message="PR 2's trigger")
+    assert hub.alive() and "Traceback" not in hub.log_text()
+
+
+@pytest.fixture
+def umask_zero():
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+def test_state_dir_is_0700_and_its_files_0600_whatever_the_umask(jenkins, pagure, make_config, tmp_path,
+                                                                 umask_zero):
+    config = make_config(jenkins, pagure, state_dir=tmp_path / "var" / "state")
+    core = Core(config)
+    try:
+        state = tmp_path / "var" / "state"
+        assert mode(state) == 0o700
+        for name in [STORE, f"{STORE}-wal", f"{STORE}-shm", "lock"]:
+            assert mode(state / name) == 0o600, name
+    finally:
+        core.close()
+    # A state_dir the operator made is left as it is; files made 0644 by an older version are tightened.
+    own = tmp_path / "own"
+    own.mkdir(mode=0o750)
+    os.chmod(own, 0o750)
+    (own / "lock").touch(mode=0o644)
+    core = Core(make_config(jenkins, pagure, state_dir=own))
+    try:
+        assert mode(own) == 0o750
+        assert mode(own / "lock") == 0o600 and mode(own / STORE) == 0o600
+    finally:
+        core.close()
+
+
+def test_close_releases_the_state_dir_lock(jenkins, pagure, make_config):
+    config = make_config(jenkins, pagure)
+    first = Core(config)
+    with pytest.raises(RuntimeError, match=re.escape("is in use by another poormanci")):
+        Core(config)
+    first.close()
+    second = Core(config)  # `first` is still alive: only close() let go of the lock
+    try:
+        assert second.topics() == first.topics()
+    finally:
+        second.close()
