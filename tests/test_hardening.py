@@ -8,6 +8,8 @@ import os
 import re
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,7 @@ def test_only_poormanci_keys_of_the_hub_config_are_read(jenkins, pagure, make_co
     pr = pagure.add_pr("pungi", 1, author="alice")
     hub.publish(messages.pr_new(pr))
     wait_until(lambda: triggered(jenkins, 1), message="the PR's trigger")
+    assert check_config(workdir / "fedmsg.d").returncode == 0
 
     # A poormanci.* key holding such a value: one line naming each key.
     workdir = tmp_path / "hub-ours"
@@ -91,6 +94,16 @@ def test_only_poormanci_keys_of_the_hub_config_are_read(jenkins, pagure, make_co
     assert "poormanci.commands.ok_to_test: a re.Pattern is not a config value" in line
     hub.wait_for_log(r"Running the MokshaHub reactor")
     assert hub.alive() and "Traceback" not in hub.log_text()
+    checked = check_config(workdir / "fedmsg.d")
+    assert checked.returncode == 1
+    assert any(line.startswith("poormanci.commands.ok_to_test: a re.Pattern is not a config value")
+               for line in checked.stdout.splitlines()), checked.stdout
+
+
+def check_config(confd: Path) -> subprocess.CompletedProcess:
+    """``poormanci check-config --config-dir confd``, as an operator runs it."""
+    return subprocess.run([str(Path(sys.prefix) / "bin" / "poormanci"), "check-config", "--config-dir", str(confd)],
+                          capture_output=True, text=True, timeout=60)
 
 
 def damage_a_page(db: Path, table: str):
