@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import free_port
+import messages
 from messages import FIXTURES
 
 POORMANCI = Path(sys.prefix) / "bin" / "poormanci"
@@ -252,6 +253,26 @@ def test_replay_dry_run_decides_for_every_fixture(run, confd, tmp_path):
     assert "REPO=https://pagure.io/forks/lsedlar/pungi.git BRANCH=lorax-dir BRANCH_TO=master" in r.stdout
     assert r.returncode == 1  # the two files that are not bus messages
     assert not (tmp_path / "state").exists()  # a dry run touches no state
+
+
+def test_replay_dry_run_builds_a_push_once(run, confd, tmp_path):
+    """A push is announced twice (pull-request.updated, then Pagure's
+    notification comment): the dry run, like the hub, triggers once."""
+    recorded = list(messages.recording())
+    at = next(i for i, e in enumerate(recorded) if e["topic"].endswith(".pull-request.updated"))
+    updated = recorded[at]
+    notice = next(e for e in recorded[at:] if e["topic"].endswith(".pull-request.comment.added")
+                  and e["msg"]["pullrequest"]["comments"][-1]["notification"])
+    assert notice["msg"]["pullrequest"]["commit_stop"] == updated["msg"]["pullrequest"]["commit_stop"]
+    push = tmp_path / "push.jsonl"
+    push.write_text(json.dumps(updated) + "\n" + json.dumps(notice) + "\n")
+    r = run("replay", "--dry-run", "--config-dir", confd, push)
+    blocks = replay_blocks(r.stdout)
+    assert blocks[f"{push}:1"][1:] == [line for line in blocks[f"{push}:1"][1:] if line.startswith("trigger pungi-pr for pungi#1 ")]
+    assert len(blocks[f"{push}:1"]) == 2, r.stdout
+    assert blocks[f"{push}:2"][1].startswith("ignore: ") and "already built" in blocks[f"{push}:2"][1], r.stdout
+    assert r.returncode == 0
+    assert not (tmp_path / "state").exists()
 
 
 def test_replay_reports_malformed_input_and_goes_on(run, confd, tmp_path):

@@ -183,7 +183,7 @@ def cmd_check_config(args) -> int:
     print(f"projects ({len(projects)}):")
     for name, jobs in sorted(projects.items()):
         print(f"  {name}: {', '.join(describe_job(job) for job in jobs)}")
-    print("topics subscribed:" if amqp is None else "topics handled:")
+    print("topics handled:")
     for topic in topics:
         print(f"  {topic}")
     if amqp is not None:
@@ -265,8 +265,10 @@ def cmd_replay(args) -> int:
                     raise Problem(str(e)) from e
                 for line in decisions:
                     print(f"  {line}")
-                if not args.dry_run:
-                    core.handle(topic, envelope)
+                # Also in a dry run: its decisions are recorded in memory, so the
+                # one-build-per-commit rule holds across the messages replayed
+                # (a push's updated message and its notification: one trigger).
+                core.handle(topic, envelope)
         sys.stdout.flush()
         if not args.dry_run:
             if not core.wait_idle(args.wait):
