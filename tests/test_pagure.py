@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 import messages
-from harness import wait_until
+from harness import decided, wait_until
 from poormanci._core import read_status
+from standins import FakeJenkins
 from standins.pagure import CI_ACLS, COMMIT_FLAG
 
 POORMANCI = Path(sys.prefix) / "bin" / "poormanci"
@@ -135,3 +137,77 @@ def test_without_the_commit_flag_acl_a_stale_flag_stays_and_the_log_says_so(jenk
                      r".*401 EINVALIDTOK.*commit_flag")
     assert [f["status"] for f in pagure.flags("pungi", 41, commit=pr["commit_stop"])] == ["pending"]
 
+
+# -- the whole recorded run, replayed through the real hub ------------------------------
+
+# What the recorded run built (tests/fixtures/pagure-5.13-recording/README.md):
+# pungi PR 1 at each of its ten commits plus one /retest, PR 2 once approved and
+# again after its push, PR 3 and PR 4 once approved, the two PRs of
+# rpms/python-foo, and PR 5 into f40: 17 builds on the first Jenkins, 1 on the
+# second (it was restarted before PR 5).
+EXPECTED_BUILDS = {("pungi", 1): 11, ("pungi", 2): 2, ("pungi", 3): 1, ("pungi", 4): 1,
+                   ("rpms/python-foo", 1): 1, ("rpms/python-foo", 2): 1, ("pungi", 5): 1}
+
+
+def idle(state_dir) -> bool:
+    """Nothing left to do but wait for a trusted person."""
+    try:
+        status = read_status(str(state_dir))
+    except RuntimeError:
+        return False
+    return not status["tasks"] and all(r["state"] == "gated" for r in status["open_runs"])
+
+
+def test_the_recorded_pagure_run_builds_what_it_did_and_flags_only_its_own_prs(pagure, make_config, hub_factory):
+    import re
+
+    recorded = list(messages.recording())
+    with FakeJenkins({"pungi-pr": "BEEFCAFE"}) as jenkins:
+        job = [{"job": "pungi-pr", "token": "BEEFCAFE"}]
+        # The recorded minutes between a refusal and a new committer's
+        # approval pass here in a fraction of a second: acl_refresh to match.
+        config = make_config(jenkins, pagure, trusted={"users": ["alice"], "committers": True},
+                             projects={"pungi": job, "rpms/python-foo": job}, pagure={"acl_refresh": 0.1})
+        state = Path(config["poormanci.state_dir"])
+        for project in ("pungi", "rpms/python-foo"):
+            pagure.add_project(project, owner="releng")
+        hub = hub_factory(config)
+        for env in recorded:
+            topic, msg = env["topic"], env["msg"]
+            # Pagure as it was when it sent the message: ACLs, groups, the PR.
+            if topic.endswith(".project.user.added"):
+                pagure.add_user_access(msg["project"]["fullname"], msg["new_user"], msg["access"])
+            elif topic.endswith(".project.group.added"):
+                pagure.add_group_access(msg["project"]["fullname"], msg["new_group"], msg["access"])
+                pagure.add_group_member(msg["new_group"], "dave")  # the README: dave is in it
+            elif ".pull-request." in topic:
+                pagure.load_pr(msg["pullrequest"])
+            hub.publish(env)
+            if ".pull-request." in topic and msg.get("agent") != "cibot":  # cibot: its own echoes
+                decided(hub, env)
+                wait_until(lambda: idle(state), 30, f"the work of {topic} ({env['msg_id']})")
+
+        built = defaultdict(int)
+        for trigger in jenkins.triggers:
+            project, pr = re.search(rf"^{re.escape(pagure.url)}/(.+)/pull-request/(\d+) \[", trigger.cause).groups()
+            built[(project, int(pr))] += 1
+        assert dict(built) == EXPECTED_BUILDS
+        assert sum(built.values()) == 18
+
+    # No flag through a PR that is not its own: every flag Pagure keeps
+    # (commit, uid) was only ever set through one pull request.
+    through = defaultdict(set)
+    for h in pagure.flag_history:
+        if h["code"] == 200:
+            through[(h["commit"], h["uid"])].add((h["project"], h["id"]))
+    assert through and all(len(prs) == 1 for prs in through.values()), dict(through)
+    # PR 5 was opened on PR 1's head commit: each has its own flag there.
+    shared = next(e["msg"]["pullrequest"]["commit_stop"] for e in recorded
+                  if e["topic"].endswith(".pull-request.new") and e["msg"]["pullrequest"]["id"] == 5)
+    on_shared = {prs.pop() for (commit, _), prs in through.items() if commit == shared}
+    assert on_shared == {("pungi", 1), ("pungi", 5)}
+    assert {f["status"] for f in pagure.flags("pungi", 5)} == {"success"}
+    # No "#N" for Pagure's markdown to link to the wrong PR.
+    texts = [h["data"]["comment"] for h in pagure.flag_history]
+    texts += [c for (project, n) in EXPECTED_BUILDS for c in bot_comments(pagure, project, n)]
+    assert not [t for t in texts if re.search(r"#\d", t)], texts

@@ -135,6 +135,7 @@ impl Engine {
         let cfg = self.cfg.clone();
         let trust = cfg.trust(&spec.project);
         if policy::trusted_by_config(trust, user) {
+            debug!("msg {id} {topic}: {commands:?} from {user}, trusted by the config");
             return self.obey(&commands, user, &spec, t);
         }
         if !policy::trust_needs_pagure(trust) {

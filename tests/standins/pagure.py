@@ -210,6 +210,31 @@ class FakePagure(StandIn):
             self.outbox.append(messages.pr_new(pr, prefix=self.prefix))
             return pr
 
+    def load_pr(self, pr: dict):
+        """Make the PR what a recorded message shows it to be (its head,
+        status, branches, fork), as a real Pagure was when it sent it: a
+        recording replayed against the stand-in meets the same answers."""
+        fullname = pr["project"]["fullname"]
+        with self._lock:
+            if fullname not in self._projects:
+                self.add_project(fullname, owner=pr["project"]["user"]["name"])
+            fork = (pr.get("repo_from") or {}).get("fullname")
+            if fork and fork not in self._projects:
+                parent = self._projects[fullname]
+                self._projects[fork] = self._project_record(
+                    parent["name"], parent["namespace"], fork, pr["repo_from"]["user"]["name"], parent=fullname,
+                    users={k: [] for k in parent["users"]}, groups={k: [] for k in parent["groups"]})
+            rec = self._prs.get((fullname, pr["id"]))
+            if rec is None:
+                rec = self._prs[(fullname, pr["id"])] = {
+                    "id": pr["id"], "uid": pr["uid"], "project": fullname, "remote_git": pr.get("remote_git"),
+                    "author": pr["user"]["name"], "comments": [], "initial_comment": pr.get("initial_comment"),
+                    "title": pr["title"], "date_created": pr["date_created"], "closed_at": None, "closed_by": None}
+            rec.update(repo_from=fork, branch=pr["branch"], branch_from=pr["branch_from"],
+                       commit_start=pr["commit_start"], commit_stop=pr["commit_stop"], status=pr["status"],
+                       last_updated=pr["last_updated"], updated_on=pr["updated_on"])
+            self._commits.add((fullname, pr["commit_stop"]))
+
     # -- things that happen on Pagure (return the bus messages) ---------------
     def pr(self, project: str, id: int) -> dict:
         """The PR as GET returns it."""
