@@ -201,7 +201,7 @@ def check_pagure_token(config: dict) -> int:
     """Ask Pagure about the token and its ACLs; unreachable is a warning only."""
     from poormanci._core import check_pagure_token as check
 
-    verdict = check(config)
+    verdict = check(poormanci_keys(config))
     for warning in verdict["warnings"]:
         print(f"warning: {warning}")
     if verdict["summary"]:
