@@ -112,6 +112,8 @@ pub struct Config {
     pub commands: Commands,
     pub state_dir: PathBuf,
     pub retry_deadline: Duration,
+    /// `poormanci.web` (status page): read in crate::web::config.
+    pub web: crate::web::config::WebConfig,
 }
 
 impl Config {
@@ -166,6 +168,10 @@ impl Config {
             Some(_) => c.wrong("poormanci.state_dir", "a directory path"),
         };
         let retry_deadline = c.duration_at("poormanci.retry_deadline", root.get("poormanci.retry_deadline"), 3600.0);
+        let web = crate::web::config::parse(root).unwrap_or_else(|problems| {
+            c.problems.extend(problems);
+            Default::default()
+        });
 
         if !c.problems.is_empty() {
             return Err(c.problems);
@@ -195,6 +201,7 @@ impl Config {
             commands,
             state_dir: state_dir.unwrap(),
             retry_deadline,
+            web,
         })
     }
 

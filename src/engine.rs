@@ -18,6 +18,7 @@ use crate::http::PeerError;
 use crate::jenkins::QueueState;
 use crate::policy::{self, Command, Decision, FlagReport, Head, Outcome, RunSpec};
 use crate::store::{Run, Store, Task};
+use crate::web;
 use crate::worker::{self, Peers, TaskResult};
 
 /// Tasks in flight at most; the per-peer limits apply inside.
@@ -76,7 +77,8 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.store.begin() {
+            let begun = self.store.begin();
+            if let Err(e) = &begun {
                 error!("state store: cannot start a transaction: {e}");
             }
             for input in batch {
@@ -85,9 +87,11 @@ impl Engine {
                     error!("internal error while handling an input; it was dropped (see the panic message above)");
                 }
             }
-            if let Err(e) = self.store.commit() {
+            let committed = self.store.commit();
+            if let Err(e) = &committed {
                 error!("state store: cannot commit: {e}");
             }
+            web::metrics::heartbeat(begun.and(committed).map_err(|e| e.to_string()));
             if let Some(deadline) = self.closing {
                 if self.in_flight.is_empty() || Instant::now() >= deadline {
                     return;
@@ -126,7 +130,7 @@ impl Engine {
         let t = now();
         if t - self.last_prune > 3600.0 {
             self.last_prune = t;
-            if let Err(e) = self.store.prune(t) {
+            if let Err(e) = self.store.prune(t, self.cfg.web.keep_runs_secs()) {
                 warn!("state store: pruning failed: {e}");
             }
         }
@@ -140,11 +144,17 @@ impl Engine {
         if let Some(msg_id) = &msg.msg_id {
             match self.store.first_sight(msg_id, t) {
                 Ok(true) => {}
-                Ok(false) => return debug!("msg {id} {}: ignored: already handled (same msg_id)", msg.topic),
+                Ok(false) => {
+                    web::metrics::message_duplicate();
+                    return debug!("msg {id} {}: ignored: already handled (same msg_id)", msg.topic);
+                }
                 Err(e) => return error!("msg {id} {}: dropped: state store: {e}", msg.topic),
             }
         }
-        match policy::decide(&self.cfg, &msg, &self.store) {
+        let decision = policy::decide(&self.cfg, &msg, &self.store);
+        web::metrics::message_decided(&decision);
+        web::history::pull_request(&self.store, &self.cfg, &msg, t);
+        match decision {
             Decision::Ignore(why) => debug!("msg {id} {}: ignored: {why}", msg.topic),
             Decision::Refuse(why) => warn!("msg {id} {}: refused: {why}", msg.topic),
             Decision::Trigger { runs, author } => self.start_runs(id, &msg.topic, runs, &author, t),
@@ -167,6 +177,7 @@ impl Engine {
                 Ok(run) => {
                     let verb = if go { "trigger" } else { "gate" };
                     info!("msg {id} {topic}: {verb} {} for {}#{} by {author} at {} (run {run})", spec.job, spec.project, spec.pr, policy::short(spec.commit.as_deref()));
+                    web::history::reason(&self.store, run, &web::history::reason_of_topic(topic, author));
                     if go {
                         self.trigger(run, t);
                     } else {
@@ -228,7 +239,7 @@ impl Engine {
         let Some(first) = gated.first() else { return };
         info!("{project}#{pr}: the author is not trusted; waiting for {}", self.cfg.commands.ok_to_test);
         for run in &gated {
-            self.add_flag(run, policy::pending_approval(&self.cfg, &run.pr_url));
+            self.add_flag(run, policy::pending_approval(&self.cfg, &web::public_pr_page(&self.cfg, &run.project, run.pr).unwrap_or(run.pr_url.clone())));
         }
         if self.store.first_sight(&format!("gate:{project}#{pr}"), t).unwrap_or(false) {
             let text = policy::approval_notice(&self.cfg);
@@ -261,7 +272,10 @@ impl Engine {
         if anchor.is_none() {
             for job in self.jobs_of(&spec.project) {
                 match self.store.add_run(&RunSpec { job, ..spec.clone() }, "gated", t) {
-                    Ok(run) => anchor = anchor.or(Some(run)),
+                    Ok(run) => {
+                        web::history::reason(&self.store, run, &format!("comment by {user} on a pull request not seen before"));
+                        anchor = anchor.or(Some(run))
+                    }
                     Err(e) => error!("msg {id}: cannot record a run for {}#{}: {e}", spec.project, spec.pr),
                 }
             }
@@ -297,15 +311,19 @@ impl Engine {
                     }
                 }
             };
+            let why = match command {
+                Command::Test(name) => format!("{} {name} by {user}", self.cfg.commands.test),
+                _ => format!("{} by {user}", self.cfg.commands.retest),
+            };
             for job in jobs {
-                self.rebuild(RunSpec { job, ..spec.clone() }, user, t);
+                self.rebuild(RunSpec { job, ..spec.clone() }, user, &why, t);
             }
         }
     }
 
     /// Build a job again at the PR's current commit, unless a build of that
     /// commit is already queued or running.
-    fn rebuild(&mut self, spec: RunSpec, user: &str, t: f64) {
+    fn rebuild(&mut self, spec: RunSpec, user: &str, why: &str, t: f64) {
         let open = self.store.open_runs_of_pr(&spec.project, spec.pr).unwrap_or_default();
         if open.iter().any(|r| r.job == spec.job && r.commit == spec.commit && r.state != "gated") {
             return debug!("{}#{}: {} at {} is already queued or running", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
@@ -313,6 +331,7 @@ impl Engine {
         match self.store.add_run(&spec, "triggering", t) {
             Ok(run) => {
                 info!("{}#{}: {user} asked: trigger {} at {} (run {run})", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
+                web::history::reason(&self.store, run, why);
                 self.trigger(run, t);
             }
             Err(e) => error!("cannot record a run of {} for {}#{}: {e}", spec.job, spec.project, spec.pr),
@@ -492,6 +511,7 @@ impl Engine {
             }
             TaskResult::Failed(PeerError::Retry(e)) if t < task.deadline => {
                 let delay = policy::retry_delay(task.attempts, rand::random::<f64>());
+                web::metrics::retry(&task);
                 if task.attempts == 0 {
                     warn!("{what} failed: {e}; retrying for up to {} s", (task.deadline - t) as u64);
                 } else {
@@ -505,14 +525,16 @@ impl Engine {
             }
             TaskResult::Sent => {
                 debug!("{what}: done");
+                web::metrics::delivered(&self.store, &task, &run, t);
                 let _ = self.store.delete_task(id);
             }
             TaskResult::Triggered(item) => {
+                web::metrics::triggered(&self.store, &task, &run, t);
                 let _ = self.store.delete_task(id);
                 info!("{what}: queued as {}", item.as_ref().map_or("an existing queue item".into(), |q| format!("queue item {}", q.id)));
                 let _ = self.store.set_queued(run.id, item.map(|q| q.id));
                 let job_url = self.job_url(&run.job);
-                self.add_flag(&run, policy::pending_queued(&job_url));
+                self.add_flag(&run, policy::pending_queued(&web::public_pr_page(&self.cfg, &run.project, run.pr).unwrap_or(job_url)));
                 if self.cfg.jenkins.follow {
                     self.add_task(run.id, "follow", json!({"polls": 0}), t + self.cfg.jenkins.poll_min.as_secs_f64(), NEVER);
                 }
@@ -619,7 +641,10 @@ impl Engine {
     fn give_up(&mut self, task: &Task, run: &Run, what: &str, why: &str, t: f64) {
         error!("{what} failed for good: {why}");
         match task.kind.as_str() {
-            "trigger" => self.finish(run, Outcome::TriggerFailed { why: why.to_string() }, t),
+            "trigger" => {
+                web::metrics::trigger_failed(run);
+                self.finish(run, Outcome::TriggerFailed { why: why.to_string() }, t)
+            }
             "follow" => self.finish(run, Outcome::Lost { why: why.to_string() }, t),
             // Not knowing is not trusting.
             "trust" => self.trust_answer(task, run, false, t),
@@ -642,6 +667,7 @@ impl Engine {
             }
             Ok(true) => {
                 info!("run {} ({} for {}#{}): finished: {value}", run.id, run.job, run.project, run.pr);
+                web::metrics::reported(run, &outcome);
                 self.add_task(run.id, "report", json!({"outcome": value}), t, t + self.cfg.retry_deadline.as_secs_f64());
             }
             Ok(false) => debug!("run {}: already finished and reported", run.id),

@@ -20,6 +20,7 @@ pub mod jenkins;
 pub mod pagure;
 pub mod policy;
 pub mod store;
+pub mod web;
 pub mod worker;
 #[cfg(test)]
 mod testing;
@@ -172,6 +173,14 @@ impl Core {
             .name("poormanci-engine".into())
             .spawn(move || engine.run(rx))
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the engine thread: {e}")))?;
+        if !dry_run {
+            // The status page (issue 15): a port in use is logged, and CI goes on without it.
+            match web::start(&runtime, cfg.clone()) {
+                Ok(Some(addr)) => info!("status page on http://{addr}/"),
+                Ok(None) => {}
+                Err(e) => error!("{e}; running without the status page"),
+            }
+        }
         let projects = cfg.projects.len();
         let jobs: usize = cfg.projects.values().map(Vec::len).sum();
         if !dry_run {
@@ -190,15 +199,21 @@ impl Core {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let id = envelope.get("msg_id").and_then(|v| v.text(MAX_FIELD)).unwrap_or_else(|| "-".into());
             let Some(topic) = topic.text(MAX_FIELD) else {
+                web::metrics::message_dropped(true);
                 return warn!("msg {id}: dropped: the topic is not a string");
             };
             // Decided from the config alone, here: no need to wake the engine.
             if let Some(why) = event::pr_project(&*self.cfg, &topic, envelope).and_then(|p| policy::unconfigured(&self.cfg, &p)) {
+                web::metrics::message_dropped(false);
                 return debug!("msg {id} {topic}: ignored: {why}");
             }
             match event::parse(&self.cfg, &topic, envelope) {
-                Err(e) => warn!("msg {id} {topic}: malformed, dropped: {e}"),
+                Err(e) => {
+                    web::metrics::message_dropped(true);
+                    warn!("msg {id} {topic}: malformed, dropped: {e}")
+                }
                 Ok(msg) if matches!(msg.event, Event::NotOurs(_)) => {
+                    web::metrics::message_dropped(false);
                     if let Event::NotOurs(why) = &msg.event {
                         debug!("msg {id} {topic}: ignored: {why}");
                     }

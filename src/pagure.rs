@@ -133,7 +133,7 @@ impl Pagure {
 
     async fn get(&self, url: Url, target: Target<'_>) -> Result<Value, PeerError> {
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("pagure", &what, self.request(Method::GET, url), JSON_CAP).await?;
         if !a.status.is_success() {
             return Err(error(&what, &a, &target));
         }
@@ -146,7 +146,7 @@ impl Pagure {
     /// POST a form; Pagure answers `{"message": "..."}` on success.
     async fn post(&self, url: Url, form: &[(&str, &str)], target: Target<'_>) -> Result<(), PeerError> {
         let what = http::describe(&Method::POST, &url);
-        let a = http::send(&what, self.request(Method::POST, url).form(form), JSON_CAP).await?;
+        let a = http::send("pagure", &what, self.request(Method::POST, url).form(form), JSON_CAP).await?;
         if !a.status.is_success() {
             return Err(error(&what, &a, &target));
         }
