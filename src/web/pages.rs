@@ -36,6 +36,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         env.add_template(name, source).expect("templates parse");
     }
     env.add_filter("time", |t: Option<f64>| t.map_or_else(|| "-".to_string(), view::time_words));
+    env.add_filter("stime", |t: Option<f64>| t.map_or_else(|| "-".to_string(), view::short_time_words));
     env.add_filter("duration", |s: Option<f64>| s.map_or_else(|| "-".to_string(), view::duration_words));
     env.add_filter("short", |c: Option<String>| crate::policy::short(c.as_deref()).to_string());
     env
@@ -321,7 +322,7 @@ mod tests {
         db.execute("INSERT INTO pull_requests VALUES ('pungi', 5, '<script>alert(1)</script>', '\"><b>x', 1.0)", []).unwrap();
         let site = site();
         for page in [index(&site, db, 2000.0).unwrap(), pull_request(&site, db, "pungi", 5, 2000.0).unwrap()] {
-            assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+            assert!(page.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "{page}");
             assert!(!page.contains("<script") && !page.contains("<b>x") && !page.contains("javascript:"), "{page}");
             assert!(!page.contains("BEEFCAFE") && !page.contains("PAGURE-SECRET"), "{page}");
             assert!(page.contains("retrying"));

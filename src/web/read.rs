@@ -159,7 +159,7 @@ pub fn approval(db: &Connection, project: &str, pr: u64) -> rusqlite::Result<Opt
 pub struct Counts {
     /// Gated: waiting for a trusted person's `/ok-to-test`.
     pub waiting_for_approval: i64,
-    /// Recorded, trigger not yet taken by Jenkins.
+    /// Recorded, trigger not yet taken by Jenkins (and not failing: those are `retrying`).
     pub starting: i64,
     pub queued: i64,
     pub running: i64,
@@ -189,6 +189,16 @@ pub fn counts(db: &Connection) -> rusqlite::Result<BTreeMap<String, Counts>> {
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (project, n) = row?;
         out.entry(project).or_default().retrying = n;
+    }
+    // A run whose trigger is being retried is shown as retrying, not as starting.
+    let mut stmt = db.prepare_cached(
+        "SELECT r.project, count(DISTINCT r.id) FROM tasks t JOIN runs r ON r.id = t.run
+         WHERE t.attempts > 0 AND t.kind = 'trigger' AND r.state = 'triggering' GROUP BY r.project",
+    )?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (project, n) = row?;
+        let c = out.entry(project).or_default();
+        c.starting = (c.starting - n).max(0);
     }
     Ok(out)
 }

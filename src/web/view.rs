@@ -190,6 +190,11 @@ pub fn time_words(epoch: f64) -> String {
     }
 }
 
+/// "11-30 09:41:02", for tables (the full form is its tooltip).
+pub fn short_time_words(epoch: f64) -> String {
+    time_words(epoch)[5..19].to_string()
+}
+
 /// "2026-11-30" for the day number `day` (days since the epoch).
 pub fn day_words(day: i64) -> String {
     time_words(day as f64 * 86400.0)[..10].to_string()
