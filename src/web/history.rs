@@ -17,6 +17,9 @@ CREATE TABLE IF NOT EXISTS pull_requests (
     PRIMARY KEY (project, pr)
 );
 CREATE INDEX IF NOT EXISTS runs_recent ON runs(project, id);
+-- Without it SQLite answers the engine's per-PR queries (ORDER BY id, max(id))
+-- from runs_recent, reading every run of the project.
+CREATE INDEX IF NOT EXISTS runs_pr_recent ON runs(project, pr, id);
 CREATE INDEX IF NOT EXISTS runs_open ON runs(project, state) WHERE state != 'done';
 CREATE INDEX IF NOT EXISTS runs_ended ON runs(project, finished) WHERE state = 'done';
 CREATE INDEX IF NOT EXISTS tasks_run ON tasks(run);

@@ -193,7 +193,7 @@ pub fn scrape(db: &Connection, now: f64) -> Result<String, String> {
     };
     let pending = gauge("poormanci_tasks_pending", "Requests waiting to be made or retried, by kind.", &["kind"])?;
     let oldest = gauge("poormanci_task_oldest_age_seconds", "Age of the oldest pending task, by kind.", &["kind"])?;
-    let runs = gauge("poormanci_runs", "Runs in the state store, by project and state (done: kept as history).", &["project", "state"])?;
+    let runs = gauge("poormanci_runs", "Runs in the state store, by project and state (done: the history kept, counted every 30 s).", &["project", "state"])?;
     let beat = gauge("poormanci_engine_heartbeat_age_seconds", "Seconds since the engine thread last finished a turn.", &[])?;
     let sql = |e: rusqlite::Error| format!("state store: {e}");
     let mut stmt = db.prepare_cached("SELECT kind, count(*), min(created) FROM tasks GROUP BY kind").map_err(sql)?;
@@ -203,8 +203,11 @@ pub fn scrape(db: &Connection, now: f64) -> Result<String, String> {
         pending.with_label_values(&[&kind]).set(n);
         oldest.with_label_values(&[&kind]).set(created.map_or(0, |c| (now - c).max(0.0) as i64));
     }
-    for (project, state, n) in crate::web::read::runs_by_state(db).map_err(sql)? {
+    for (project, state, n) in crate::web::read::open_runs_by_state(db).map_err(sql)? {
         runs.with_label_values(&[&project, &state]).set(n);
+    }
+    for (project, n) in done_runs(db).map_err(sql)? {
+        runs.with_label_values(&[&project, "done"]).set(n);
     }
     if let (Some(at), _) = health() {
         beat.with_label_values::<&str>(&[]).set((now - at).max(0.0) as i64);
@@ -214,6 +217,24 @@ pub fn scrape(db: &Connection, now: f64) -> Result<String, String> {
     let mut out = Vec::new();
     TextEncoder::new().encode(&families, &mut out).map_err(|e| e.to_string())?;
     String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+/// The history only grows or shrinks by a few runs a minute: its size is
+/// counted at most once every DONE_TTL, keeping a scrape at a few ms.
+const DONE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+static DONE: Mutex<Option<(std::time::Instant, Vec<(String, i64)>)>> = Mutex::new(None);
+
+fn done_runs(db: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    if let Some((at, counts)) = DONE.lock().ok().and_then(|d| d.clone()) {
+        if at.elapsed() < DONE_TTL {
+            return Ok(counts);
+        }
+    }
+    let counts = crate::web::read::done_runs_by_project(db)?;
+    if let Ok(mut d) = DONE.lock() {
+        *d = Some((std::time::Instant::now(), counts.clone()));
+    }
+    Ok(counts)
 }
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

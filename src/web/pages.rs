@@ -221,8 +221,8 @@ impl Chart {
             if day < first_day || day >= first_day + days {
                 continue;
             }
-            let kind = e.outcome.as_ref().and_then(|o| o.get("kind")).and_then(|k| k.as_str()).unwrap_or("");
-            let result = e.outcome.as_ref().and_then(|o| o.get("result")).and_then(|k| k.as_str()).unwrap_or("");
+            let kind = e.kind.as_deref().unwrap_or("");
+            let result = e.result.as_deref().unwrap_or("");
             let slot = match (kind, result) {
                 ("superseded", _) => continue,
                 ("finished", "SUCCESS") => 0,
@@ -295,7 +295,7 @@ mod tests {
 
     fn ended(day: i64, result: &str, secs: f64) -> Ended {
         let finished = day as f64 * 86400.0 + 3600.0;
-        Ended { finished, started: Some(finished - secs), outcome: Some(json!({"kind": "finished", "number": 1, "url": "u", "result": result})) }
+        Ended { finished, started: Some(finished - secs), kind: Some("finished".into()), result: Some(result.into()) }
     }
 
     fn site() -> Site {
