@@ -238,16 +238,38 @@ def test_old_state_file_is_paged_and_pruned(jenkins, pagure, make_config, hub_fa
     assert requests.get(f"{base}/nosuch/pull-request/1", timeout=5).status_code == 404
 
 
-def test_public_url_with_a_path_prefixes_links(jenkins, pagure, make_config, hub_factory, wait_until):
+def test_links_under_a_public_path_and_why_each_run_ran(jenkins, pagure, make_config, hub_factory, wait_until):
     port = free_port()
+    pagure.add_project("pungi", owner="ralph")
     hub = hub_factory(web_config(make_config, jenkins, pagure, port, public_url="https://ci.example.org/poormanci/"))
+    base = f"http://127.0.0.1:{port}"
     pr = pagure.add_pr("pungi", 7, author="alice")
     hub.publish(messages.pr_new(pr))
     wait_until(lambda: final_flag(pagure, "pungi", 7), message="the result")
     queued = [h for h in pagure.flag_history if h["data"]["comment"] == "Build queued"]
     assert queued[0]["data"]["url"] == "https://ci.example.org/poormanci/pungi/pull-request/7"
-    page = html.unescape(requests.get(f"http://127.0.0.1:{port}/", timeout=5).text)
+    page = html.unescape(requests.get(f"{base}/", timeout=5).text)
     assert 'href="/poormanci/pungi/pull-request/7"' in page and 'href="/poormanci/style.css"' in page
+
+    # Why each run ran: the new PR, then a /retest by a trusted person.
+    hub.publish(pagure.add_comment("pungi", 7, "/retest", "alice"))
+
+    def statuses():
+        return [r["status"] for r in requests.get(f"{base}/api/v1/pungi/pull-request/7", timeout=5).json()["runs"]]
+
+    wait_until(lambda: statuses() == ["passed", "passed"], message="both runs passed")
+    runs = requests.get(f"{base}/api/v1/pungi/pull-request/7", timeout=5).json()["runs"]
+    assert [r["reason"] for r in runs] == ["/retest by alice", "new pull request by alice"]
+
+    # Who approved an untrusted author's PR.
+    held = pagure.add_pr("pungi", 9, author="mallory")
+    hub.publish(messages.pr_new(held))
+    wait_until(lambda: pagure.flags("pungi", 9), message="the pending flag")
+    hub.publish(pagure.add_comment("pungi", 9, "/ok-to-test", "ralph"))
+    wait_until(lambda: final_flag(pagure, "pungi", 9), message="the approved build's result")
+    text = html.unescape(requests.get(f"{base}/pungi/pull-request/9", timeout=5).text)
+    assert "Approved for testing by <strong>ralph</strong> (/ok-to-test)" in text
+    assert requests.get(f"{base}/api/v1/pungi/pull-request/9", timeout=5).json()["approved_by"] == "ralph"
 
 
 def test_a_port_in_use_is_one_line_and_ci_goes_on(jenkins, pagure, make_config, hub_factory, wait_until):
