@@ -100,6 +100,20 @@ mod tests {
     }
 
     #[test]
+    fn the_config_check_reports_them_with_the_rest() {
+        let problems = crate::config::Config::from_value(&json!({
+            "poormanci.pagure": {"url": "https://pagure.io", "token": "T"},
+            "poormanci.jenkins": {"url": "https://jenkins.example.org"},
+            "poormanci.projects": {"pungi": [{"job": "pungi-pr", "token": "B"}]},
+            "poormanci.state_dir": "/nonexistent",
+            "poormanci.web": {"listen": "localhost"},
+        }))
+        .unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("poormanci.web.listen: expected an address and port"), "{problems:?}");
+    }
+
+    #[test]
     fn every_problem_is_named() {
         let problems =
             parse_json(json!({"poormanci.web": {"listen": "8950", "public_url": "javascript:alert(1)", "history_days": 0, "port": 1}})).unwrap_err();
