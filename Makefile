@@ -31,6 +31,7 @@ demo: venv
 # cargo test must not build pyo3 as an extension module (undefined Py* symbols at link).
 test: venv
 	env -u PYO3_BUILD_EXTENSION_MODULE cargo test
+	MYPYPATH=python $(PY) -m mypy.stubtest poormanci._core
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 clean:

@@ -70,8 +70,17 @@ config = {
     # the job's "Trigger builds remotely" token; "display_name" (default: the
     # last part of the job path, or the top folder's name for a job in a
     # folder) is the name Jenkins' bus messages use for it.
+    # "branches" (default: all) lists the target branches a job builds PRs
+    # into, as regular expressions matching the whole name ("f4[0-9]" is
+    # f40..f49, not f410); /retest and /test follow it too. "parameters"
+    # adds fixed build parameters (not REPO, BRANCH, BRANCH_TO, cause or
+    # token: poormanci sets those).
     "poormanci.projects": {
-        "pungi": [{"job": "pungi-pr", "token": "CHANGEME"}],
+        "pungi": [
+            {"job": "pungi-pr", "token": "CHANGEME"},
+            {"job": "pungi-py312", "token": "CHANGEME",
+             "branches": ["main", "f4[0-9]"], "parameters": {"PYTHON": "3.12"}},
+        ],
         "rpms/python-foo": [
             {"job": "folder/python-foo", "token": "CHANGEME", "display_name": "folder"},
         ],

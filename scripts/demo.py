@@ -50,7 +50,8 @@ def main() -> int:
             step = "poormanci sets a pending flag"
             wait_until(lambda: flags(pagure, "pending"), 15, step)
             step = "the build finishes"
-            build = wait_until(lambda: (b := jenkins.build(JOB, 1)) and b["result"] and b, 15, step)
+            # Jenkins shows the result while still building; the build has ended once building is false.
+            build = wait_until(lambda: (b := jenkins.build(JOB, 1)) and not b["building"] and b, 15, step)
 
             step = "publish Jenkins' build message"
             done = jenkins.bus_message_for(JOB, 1)

@@ -72,7 +72,44 @@ pub struct JobConfig {
     pub token: Secret,
     /// The name Jenkins' bus messages give this job.
     pub display_name: String,
+    /// Target branches this job builds; empty: every branch.
+    pub branches: Vec<BranchPattern>,
+    /// Static extra parameters sent with every trigger.
+    pub parameters: Vec<(String, String)>,
 }
+
+/// A target-branch pattern: a regular expression that must match the whole
+/// branch name (`f4[0-9]` matches `f41`, not `f410` nor `xf41`).
+#[derive(Debug, Clone)]
+pub struct BranchPattern {
+    pattern: String,
+    regex: regex::Regex,
+}
+
+impl BranchPattern {
+    pub fn new(pattern: &str) -> Result<BranchPattern, regex::Error> {
+        Ok(BranchPattern { pattern: pattern.to_string(), regex: regex::Regex::new(&format!("^(?:{pattern})$"))? })
+    }
+
+    pub fn is_match(&self, branch: &str) -> bool {
+        self.regex.is_match(branch)
+    }
+
+    /// The pattern as configured.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+}
+
+impl PartialEq for BranchPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+impl Eq for BranchPattern {}
+
+/// The parameters poormanci sets itself; a job's `parameters` cannot.
+pub const OWN_PARAMETERS: &[&str] = &["token", "cause", "REPO", "BRANCH", "BRANCH_TO", "delay"];
 
 /// Whose pull requests build on their own, and whose commands count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,13 +156,74 @@ pub struct Config {
 impl Config {
     /// Check the whole merged fedmsg config; `Err` holds every problem.
     pub fn from_value(root: &Value) -> Result<Config, Vec<String>> {
+        Self::check(root).0
+    }
+
+    /// Check the whole merged fedmsg config: the config or every problem,
+    /// and warnings either way (unknown keys, which are otherwise ignored).
+    pub fn check(root: &Value) -> (Result<Config, Vec<String>>, Vec<String>) {
         let mut c = Checker::default();
+        let config = c.config(root);
+        (config, c.warnings)
+    }
+
+    /// What `poormanci check-config` prints: projects, jobs, topics, state_dir.
+    pub fn summary(&self) -> Value {
+        let projects: Map<String, Value> = self
+            .projects
+            .iter()
+            .map(|(name, jobs)| {
+                let jobs = jobs
+                    .iter()
+                    .map(|j| {
+                        serde_json::json!({
+                            "job": j.job,
+                            "display_name": j.display_name,
+                            "branches": j.branches.iter().map(BranchPattern::as_str).collect::<Vec<_>>(),
+                            "parameters": j.parameters.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<Map<String, Value>>(),
+                        })
+                    })
+                    .collect();
+                (name.clone(), Value::Array(jobs))
+            })
+            .collect();
+        serde_json::json!({"projects": projects, "topics": self.topics(), "state_dir": self.state_dir.display().to_string()})
+    }
+}
+
+/// The keys each dict may hold; anything else is reported as unknown.
+const ROOT_KEYS: &[&str] = &[
+    "poormanci.enabled",
+    "poormanci.pagure",
+    "poormanci.jenkins",
+    "poormanci.projects",
+    "poormanci.trusted",
+    "poormanci.commands",
+    "poormanci.state_dir",
+    "poormanci.retry_deadline",
+    "poormanci.web",
+];
+const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
+const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user"];
+const JENKINS_KEYS: &[&str] =
+    &["user", "api_token", "follow", "poll_min", "poll_max", "queue_timeout", "build_timeout", "cancel_superseded"];
+const COMMAND_KEYS: &[&str] = &["ok_to_test", "retest", "test"];
+const PROJECT_KEYS: &[&str] = &["jobs", "trusted"];
+const JOB_KEYS: &[&str] = &["job", "token", "display_name", "branches", "parameters"];
+
+impl Checker {
+    fn config(&mut self, root: &Value) -> Result<Config, Vec<String>> {
+        let c = self;
         let root = match root.as_object() {
             Some(root) => root,
             None => return Err(vec!["config: expected a dict".into()]),
         };
+        let ours: Section = root.iter().filter(|(k, _)| k.starts_with("poormanci.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        c.unknown_keys("", &ours, &[ROOT_KEYS]);
         let pagure = c.section(root, "poormanci.pagure");
         let jenkins = c.section(root, "poormanci.jenkins");
+        c.unknown_keys("poormanci.pagure.", &pagure, &[PEER_KEYS, PAGURE_KEYS]);
+        c.unknown_keys("poormanci.jenkins.", &jenkins, &[PEER_KEYS, JENKINS_KEYS]);
         let pagure_peer = c.peer("poormanci.pagure", &pagure, DEFAULT_PAGURE_TOPIC);
         let token = c.req_str("poormanci.pagure", &pagure, "token");
         let flag_name = c.opt_str("poormanci.pagure", &pagure, "flag_name");
@@ -157,6 +255,7 @@ impl Config {
         let trusted = c.trust("poormanci.trusted", root.get("poormanci.trusted"), &Trust::default());
         let (projects, project_trust) = c.projects(root.get("poormanci.projects"), &trusted);
         let commands = c.opt_section(root, "poormanci.commands");
+        c.unknown_keys("poormanci.commands.", &commands, &[COMMAND_KEYS]);
         let commands = Commands {
             ok_to_test: c.opt_str("poormanci.commands", &commands, "ok_to_test").unwrap_or_else(|| "/ok-to-test".into()),
             retest: c.opt_str("poormanci.commands", &commands, "retest").unwrap_or_else(|| "/retest".into()),
@@ -168,13 +267,16 @@ impl Config {
             Some(_) => c.wrong("poormanci.state_dir", "a directory path"),
         };
         let retry_deadline = c.duration_at("poormanci.retry_deadline", root.get("poormanci.retry_deadline"), 3600.0);
+        if let Some(Value::Object(web)) = root.get("poormanci.web") {
+            c.unknown_keys("poormanci.web.", web, &[crate::web::config::KEYS]);
+        }
         let web = crate::web::config::parse(root).unwrap_or_else(|problems| {
             c.problems.extend(problems);
             Default::default()
         });
 
         if !c.problems.is_empty() {
-            return Err(c.problems);
+            return Err(c.problems.clone());
         }
         // Every Option below is Some: a None recorded a problem above.
         Ok(Config {
@@ -204,7 +306,9 @@ impl Config {
             web,
         })
     }
+}
 
+impl Config {
     /// The topic prefixes to subscribe to.
     pub fn topics(&self) -> Vec<String> {
         vec![
@@ -239,6 +343,7 @@ fn default_display_name(job: &str) -> String {
 #[derive(Default)]
 struct Checker {
     problems: Vec<String>,
+    warnings: Vec<String>,
 }
 
 type Section = Map<String, Value>;
@@ -246,6 +351,21 @@ type Section = Map<String, Value>;
 impl Checker {
     fn problem(&mut self, p: impl Into<String>) {
         self.problems.push(p.into());
+    }
+
+    /// One warning per key of `m` that is none of `known`, with the closest
+    /// known key when it is close (a typo such as `cancel_superseeded`).
+    fn unknown_keys(&mut self, prefix: &str, m: &Section, known: &[&[&str]]) {
+        let known: Vec<&str> = known.iter().flat_map(|k| k.iter().copied()).collect();
+        for key in m.keys().filter(|k| !known.contains(&k.as_str())) {
+            let close = known
+                .iter()
+                .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+                .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+                .min();
+            let hint = close.map(|(_, k)| format!("; did you mean {prefix}{k}?")).unwrap_or_default();
+            self.warnings.push(format!("{prefix}{key}: unknown key, ignored{hint}"));
+        }
     }
 
     fn missing<T>(&mut self, key: &str, expected: &str) -> Option<T> {
@@ -363,6 +483,54 @@ impl Checker {
         Some(PeerConfig { url: url?, topic, timeout, ca_bundle, insecure, concurrency })
     }
 
+    /// A job's `branches`: a non-empty list of valid regular expressions.
+    fn branches(&mut self, key: &str, v: Option<&Value>) -> Vec<BranchPattern> {
+        let items = match v {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(items)) if !items.is_empty() => items,
+            Some(_) => return self.wrong(key, "a non-empty list of branch patterns (regular expressions)").unwrap_or_default(),
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str().filter(|s| !s.is_empty()).map(BranchPattern::new) {
+                Some(Ok(p)) => out.push(p),
+                // The regex crate's message is several lines; its last says what is wrong.
+                Some(Err(e)) => {
+                    let why = e.to_string();
+                    let why = why.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().trim_start_matches("error: ");
+                    self.problem(format!("{key}[{i}]: not a valid regular expression: {why}"));
+                }
+                None => self.problem(format!("{key}[{i}]: expected a branch pattern (a non-empty string)")),
+            }
+        }
+        out
+    }
+
+    /// A job's `parameters`: a dict of name -> string, none of poormanci's own.
+    fn parameters(&mut self, key: &str, v: Option<&Value>) -> Vec<(String, String)> {
+        let m = match v {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Object(m)) => m,
+            Some(_) => return self.wrong(key, "a dict of parameter name -> string").unwrap_or_default(),
+        };
+        let mut out = Vec::new();
+        for (name, value) in m {
+            if let Some(own) = OWN_PARAMETERS.iter().find(|p| p.eq_ignore_ascii_case(name)) {
+                self.problem(format!("{key}['{name}']: poormanci sets {own} itself"));
+                continue;
+            }
+            if name.is_empty() || name.chars().any(|c| c.is_control()) {
+                self.problem(format!("{key}[{name:?}]: expected a parameter name"));
+                continue;
+            }
+            match value.as_str() {
+                Some(s) => out.push((name.clone(), s.to_string())),
+                None => self.problem(format!("{key}['{name}']: expected a string")),
+            }
+        }
+        out
+    }
+
     fn projects(&mut self, v: Option<&Value>, trusted: &Trust) -> (BTreeMap<String, Vec<JobConfig>>, BTreeMap<String, Trust>) {
         const KEY: &str = "poormanci.projects";
         let (mut out, mut trust) = (BTreeMap::new(), BTreeMap::new());
@@ -380,6 +548,7 @@ impl Checker {
             // A list of jobs, or {"jobs": [...], "trusted": {...}} for a project's own trust.
             let (jobs, jkey) = match value {
                 Value::Object(m) => {
+                    self.unknown_keys(&format!("{pkey}."), m, &[PROJECT_KEYS]);
                     trust.insert(project.clone(), self.trust(&format!("{pkey}.trusted"), m.get("trusted"), trusted));
                     (m.get("jobs").unwrap_or(&Value::Null), format!("{pkey}.jobs"))
                 }
@@ -399,6 +568,7 @@ impl Checker {
                     self.problem(format!("{jkey}: expected a dict with \"job\" and \"token\""));
                     continue;
                 };
+                self.unknown_keys(&format!("{jkey}."), m, &[JOB_KEYS]);
                 let name = self.req_str(&jkey, m, "job");
                 if let Some(n) = &name {
                     if n.split('/').any(|part| part.is_empty() || part == "." || part == "..") || n.chars().any(char::is_control) {
@@ -407,13 +577,15 @@ impl Checker {
                 }
                 let token = self.req_str(&jkey, m, "token");
                 let display = self.opt_str(&jkey, m, "display_name");
+                let branches = self.branches(&format!("{jkey}.branches"), m.get("branches"));
+                let parameters = self.parameters(&format!("{jkey}.parameters"), m.get("parameters"));
                 if let (Some(job), Some(token)) = (name, token) {
                     if parsed.iter().any(|p: &JobConfig| p.job == job) {
                         self.problem(format!("{jkey}.job: {job:?} is listed twice"));
                         continue;
                     }
                     let display_name = display.unwrap_or_else(|| default_display_name(&job));
-                    parsed.push(JobConfig { job, token: Secret(token), display_name });
+                    parsed.push(JobConfig { job, token: Secret(token), display_name, branches, parameters });
                 }
             }
             out.insert(project.clone(), parsed);
@@ -478,5 +650,68 @@ mod tests {
         let c = Config::from_value(&good()).unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("T0K") && !shown.contains("BEEFCAFE"), "{shown}");
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> Value {
+        json!({
+            "poormanci.pagure": {"url": "https://pagure.io", "token": "T0K"},
+            "poormanci.jenkins": {"url": "https://jenkins.example.org", "cancel_superseeded": false},
+            "poormanci.projects": {
+                "pungi": {"jobs": [{"job": "pungi-pr", "token": "x", "brances": ["main"]}], "trusted": {"users": ["a"]}},
+            },
+            "poormanci.state_dir": "/var/lib/poormanci",
+            "poormanci.retry_deadlin": 60,
+            "poormanci.enabled": true,
+            "other.key": 1,
+        })
+    }
+
+    #[test]
+    fn unknown_keys_are_warned_about_with_the_close_match() {
+        let (checked, warnings) = Config::check(&config());
+        assert!(checked.is_ok());
+        assert_eq!(
+            warnings,
+            [
+                "poormanci.retry_deadlin: unknown key, ignored; did you mean poormanci.retry_deadline?",
+                "poormanci.jenkins.cancel_superseeded: unknown key, ignored; did you mean poormanci.jenkins.cancel_superseded?",
+                "poormanci.projects['pungi'].jobs[0].brances: unknown key, ignored; did you mean poormanci.projects['pungi'].jobs[0].branches?",
+            ]
+        );
+        let mut v = config();
+        v["poormanci.pagure"]["flavour"] = json!(1);
+        assert_eq!(Config::check(&v).1[1], "poormanci.pagure.flavour: unknown key, ignored");
+    }
+
+    #[test]
+    fn branches_and_parameters_are_checked() {
+        let mut v = config();
+        v["poormanci.projects"]["pungi"]["jobs"][0] = json!({
+            "job": "pungi-pr", "token": "x", "branches": ["main", "f4[0-9]", "(", 3],
+            "parameters": {"PYTHON": "3.12", "BRANCH": "x", "N": 1},
+        });
+        assert_eq!(
+            Config::check(&v).0.unwrap_err(),
+            [
+                "poormanci.projects['pungi'].jobs[0].branches[2]: not a valid regular expression: unclosed group",
+                "poormanci.projects['pungi'].jobs[0].branches[3]: expected a branch pattern (a non-empty string)",
+                "poormanci.projects['pungi'].jobs[0].parameters['BRANCH']: poormanci sets BRANCH itself",
+                "poormanci.projects['pungi'].jobs[0].parameters['N']: expected a string",
+            ]
+        );
+        v["poormanci.projects"]["pungi"]["jobs"][0] =
+            json!({"job": "pungi-pr", "token": "x", "branches": ["main", "f4[0-9]"], "parameters": {"PYTHON": "3.12"}});
+        let c = Config::check(&v).0.unwrap();
+        let job = &c.projects["pungi"][0];
+        let matches: Vec<bool> = ["main", "f41", "f410", "xf41", "mainline"].iter().map(|b| job.branches.iter().any(|p| p.is_match(b))).collect();
+        assert_eq!(matches, [true, true, false, false, false]);
+        assert_eq!(job.parameters, [("PYTHON".to_string(), "3.12".to_string())]);
+        assert_eq!(c.summary()["projects"]["pungi"][0]["branches"], json!(["main", "f4[0-9]"]));
     }
 }

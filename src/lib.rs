@@ -1,6 +1,17 @@
-//! poormanci's core, the Python module `poormanci._core`: glue only. Rules
-//! live in `policy`, message reading in `event`, state in `store`, the
-//! peers in `jenkins` and `pagure`, orchestration in `engine`.
+//! poormanci's core, the Python module `poormanci._core`. The table of
+//! contents, bottom up (each module uses only the ones above it):
+//!
+//! - `config`: the `poormanci.*` keys, checked once (every problem named)
+//! - `event`: the typed view of a bus message, read from a Python dict
+//!   (`event::python`) or JSON (`event::json`)
+//! - `work`: the work owed to the peers, typed (`Work`), and `RunState`
+//! - `policy`: every rule, pure: `trigger` (`jobs_for`), `commands`, `trust`,
+//!   `report`, `timing`
+//! - `http`, `jenkins`, `pagure`: thin clients; answers parsed into types
+//! - `store`: SQLite: runs, tasks, seen msg_ids
+//! - `worker`: runs one task against the peers on tokio
+//! - `engine`: the one thread that owns the state
+//! - `python`: what Python sees: `Core`, `check_config`, `read_status`
 
 /// Log lines go to the Python logger "poormanci" (through pyo3-log), not
 /// to one per Rust module.
@@ -19,265 +30,15 @@ pub mod http;
 pub mod jenkins;
 pub mod pagure;
 pub mod policy;
+mod python;
 pub mod store;
 pub mod web;
+pub mod work;
 pub mod worker;
 #[cfg(test)]
 mod testing;
 
-use std::fs::File;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use pyo3::create_exception;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString};
-
-use crate::config::Config;
-use crate::engine::{Engine, Input};
-use crate::event::{Event, Node, MAX_FIELD};
-
-create_exception!(poormanci._core, ConfigError, PyValueError, "The configuration is wrong; `problems` lists every problem.");
-
-/// Messages waiting for the engine at most; past that `handle` waits
-/// (moksha's own queue holds the rest) instead of growing without bound.
-const INBOX: usize = 10_000;
-
-thread_local! {
-    /// Dict keys as interned Python strs, made once per thread rather than per lookup.
-    static KEYS: std::cell::RefCell<std::collections::HashMap<String, Py<PyString>>> = Default::default();
-}
-
-fn interned<'py>(py: Python<'py>, key: &str) -> Bound<'py, PyString> {
-    KEYS.with(|keys| {
-        let mut keys = keys.borrow_mut();
-        if let Some(s) = keys.get(key) {
-            return s.bind(py).clone();
-        }
-        let s = PyString::intern(py, key);
-        keys.insert(key.to_string(), s.clone().unbind());
-        s
-    })
-}
-
-impl<'py> Node for Bound<'py, PyAny> {
-    fn get(&self, key: &str) -> Option<Self> {
-        let dict = self.cast::<PyDict>().ok()?;
-        dict.get_item(interned(self.py(), key)).ok()?.filter(|v| !v.is_none())
-    }
-    fn text(&self, max: usize) -> Option<String> {
-        let s = self.cast::<PyString>().ok()?;
-        // Characters first (no copy): a UTF-8 string has at least as many bytes.
-        if s.len().ok()? > max {
-            return None;
-        }
-        s.to_cow().ok().filter(|t| t.len() <= max).map(|t| t.into_owned())
-    }
-    fn uint(&self) -> Option<u64> {
-        // A Python bool is an int; a build number is not a bool.
-        if self.is_instance_of::<PyBool>() {
-            return None;
-        }
-        self.extract().ok()
-    }
-    fn boolean(&self) -> Option<bool> {
-        self.cast::<PyBool>().ok().map(|b| b.is_true())
-    }
-    fn last(&self) -> Option<Self> {
-        let list = self.cast::<PyList>().ok()?;
-        list.get_item(list.len().checked_sub(1)?).ok()
-    }
-}
-
-fn config_from(config: &Bound<PyAny>) -> PyResult<Result<Config, Vec<String>>> {
-    let value: serde_json::Value = match pythonize::depythonize(config) {
-        Ok(v) => v,
-        // Values JSON has no word for (a set, an object): name the key.
-        Err(e) => return Ok(Err(vec![format!("config: {e}")])),
-    };
-    Ok(Config::from_value(&value))
-}
-
-fn config_error(py: Python, problems: Vec<String>) -> PyErr {
-    let err = ConfigError::new_err(format!("poormanci config: {}", problems.join("; ")));
-    let _ = err.value(py).setattr("problems", problems);
-    err
-}
-
-/// Every problem of a fedmsg config dict, [] when it is fine.
-#[pyfunction]
-fn check_config(config: &Bound<PyAny>) -> PyResult<Vec<String>> {
-    Ok(config_from(config)?.err().unwrap_or_default())
-}
-
-/// The state store's pending work, for `poormanci status`.
-#[pyfunction]
-fn read_status<'py>(py: Python<'py>, state_dir: &str) -> PyResult<Bound<'py, PyAny>> {
-    let value = engine::status_of(std::path::Path::new(state_dir)).map_err(PyRuntimeError::new_err)?;
-    Ok(pythonize::pythonize(py, &value)?)
-}
-
-#[pyclass(module = "poormanci._core")]
-struct Core {
-    cfg: Arc<Config>,
-    tx: SyncSender<Input>,
-    engine: Mutex<Option<JoinHandle<()>>>,
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    /// Held for the Core's life: one poormanci per state_dir.
-    _lock: Option<File>,
-}
-
-fn lock_state_dir(cfg: &Config) -> Result<File, String> {
-    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| format!("cannot create state_dir {}: {e}", cfg.state_dir.display()))?;
-    let path = cfg.state_dir.join("lock");
-    let file = File::create(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.try_lock().map_err(|_| {
-        format!("state_dir {} is in use by another poormanci (a running hub?); stop it or use another state_dir", cfg.state_dir.display())
-    })?;
-    Ok(file)
-}
-
-#[pymethods]
-impl Core {
-    #[new]
-    #[pyo3(signature = (config, dry_run = false))]
-    fn new(py: Python, config: &Bound<PyAny>, dry_run: bool) -> PyResult<Self> {
-        let cfg = Arc::new(config_from(config)?.map_err(|p| config_error(py, p))?);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("poormanci-io")
-            .enable_all()
-            .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the I/O runtime: {e}")))?;
-        // A dry run records decisions in memory and sends nothing.
-        let (store, peers, lock) = if dry_run {
-            (store::Store::open_in_memory(), None, None)
-        } else {
-            let lock = lock_state_dir(&cfg).map_err(PyRuntimeError::new_err)?;
-            let store = store::Store::open(&cfg.state_dir).map_err(PyRuntimeError::new_err)?;
-            let peers = worker::Peers::new(&cfg).map_err(PyRuntimeError::new_err)?;
-            (store, Some(Arc::new(peers)), Some(lock))
-        };
-        for (name, peer) in [("pagure", &cfg.pagure.peer), ("jenkins", &cfg.jenkins.peer)] {
-            if peer.insecure && !dry_run {
-                warn!("poormanci.{name}.insecure is on: TLS certificates of {} are NOT verified", peer.url);
-            }
-        }
-        let (tx, rx) = mpsc::sync_channel(INBOX);
-        let engine = Engine::new(cfg.clone(), store, peers, runtime.handle().clone(), tx.clone());
-        let thread = std::thread::Builder::new()
-            .name("poormanci-engine".into())
-            .spawn(move || engine.run(rx))
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the engine thread: {e}")))?;
-        if !dry_run {
-            // The status page (issue 15): a port in use is logged, and CI goes on without it.
-            match web::start(&runtime, cfg.clone()) {
-                Ok(Some(addr)) => info!("status page on http://{addr}/"),
-                Ok(None) => {}
-                Err(e) => error!("{e}; running without the status page"),
-            }
-        }
-        let projects = cfg.projects.len();
-        let jobs: usize = cfg.projects.values().map(Vec::len).sum();
-        if !dry_run {
-            info!("poormanci started: {projects} project(s), {jobs} job(s), topics {}", cfg.topics().join(" "));
-        }
-        Ok(Core { cfg, tx, engine: Mutex::new(Some(thread)), runtime: Mutex::new(Some(runtime)), _lock: lock })
-    }
-
-    fn topics(&self) -> Vec<String> {
-        self.cfg.topics()
-    }
-
-    /// Take one bus message and return at once. Never raises: bad input is
-    /// logged on one line and dropped.
-    fn handle(&self, py: Python, topic: &Bound<PyAny>, envelope: &Bound<PyAny>) {
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let id = envelope.get("msg_id").and_then(|v| v.text(MAX_FIELD)).unwrap_or_else(|| "-".into());
-            let Some(topic) = topic.text(MAX_FIELD) else {
-                web::metrics::message_dropped(true);
-                return warn!("msg {id}: dropped: the topic is not a string");
-            };
-            // Decided from the config alone, here: no need to wake the engine.
-            if let Some(why) = event::pr_project(&*self.cfg, &topic, envelope).and_then(|p| policy::unconfigured(&self.cfg, &p)) {
-                web::metrics::message_dropped(false);
-                return debug!("msg {id} {topic}: ignored: {why}");
-            }
-            match event::parse(&self.cfg, &topic, envelope) {
-                Err(e) => {
-                    web::metrics::message_dropped(true);
-                    warn!("msg {id} {topic}: malformed, dropped: {e}")
-                }
-                Ok(msg) if matches!(msg.event, Event::NotOurs(_)) => {
-                    web::metrics::message_dropped(false);
-                    if let Event::NotOurs(why) = &msg.event {
-                        debug!("msg {id} {topic}: ignored: {why}");
-                    }
-                }
-                Ok(msg) => {
-                    // The GIL is released (to wait) only when the engine is
-                    // 10 000 messages behind; taking it back costs more than the send.
-                    let input = match self.tx.try_send(Input::Message(msg)) {
-                        Ok(()) => return,
-                        Err(TrySendError::Full(input)) => input,
-                        Err(TrySendError::Disconnected(_)) => return error!("msg {id} {topic}: dropped: poormanci is stopped"),
-                    };
-                    if py.detach(|| self.tx.send(input)).is_err() {
-                        error!("msg {id} {topic}: dropped: poormanci is stopped");
-                    }
-                }
-            }
-        }));
-        if outcome.is_err() {
-            error!("internal error while reading a message; it was dropped (see the panic message above)");
-        }
-    }
-
-    fn explain(&self, py: Python, topic: &str, envelope: &Bound<PyAny>) -> PyResult<Vec<String>> {
-        let msg = match event::parse(&self.cfg, topic, envelope) {
-            Ok(msg) => msg,
-            Err(e) => return Ok(vec![format!("drop: malformed: {e}")]),
-        };
-        let (reply, answer) = mpsc::channel();
-        self.tx.send(Input::Explain(msg, reply)).map_err(|_| PyRuntimeError::new_err("poormanci is stopped"))?;
-        py.detach(move || answer.recv()).map_err(|_| PyRuntimeError::new_err("poormanci is stopped"))
-    }
-
-    fn wait_idle(&self, py: Python, timeout: f64) -> bool {
-        let deadline = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
-        py.detach(|| loop {
-            let (reply, answer) = mpsc::channel();
-            if self.tx.send(Input::Idle(reply)).is_err() || answer.recv().unwrap_or(true) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        })
-    }
-
-    #[pyo3(signature = (timeout = 5.0))]
-    fn close(&self, py: Python, timeout: f64) {
-        let deadline = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
-        let _ = self.tx.send(Input::Close(deadline));
-        let engine = self.engine.lock().ok().and_then(|mut e| e.take());
-        let runtime = self.runtime.lock().ok().and_then(|mut r| r.take());
-        // Without the GIL: I/O threads may be waiting for it to log.
-        py.detach(|| {
-            if let Some(engine) = engine {
-                let _ = engine.join();
-            }
-            if let Some(rt) = runtime {
-                rt.shutdown_timeout(Duration::from_secs(1));
-            }
-        });
-    }
-}
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -287,9 +48,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .filter(log::LevelFilter::Warn)
         .filter_target("poormanci".to_owned(), log::LevelFilter::Debug)
         .install();
-    m.add("ConfigError", m.py().get_type::<ConfigError>())?;
-    m.add_function(wrap_pyfunction!(check_config, m)?)?;
-    m.add_function(wrap_pyfunction!(read_status, m)?)?;
-    m.add_class::<Core>()?;
+    m.add("ConfigError", m.py().get_type::<python::ConfigError>())?;
+    m.add_function(wrap_pyfunction!(python::check_config, m)?)?;
+    m.add_function(wrap_pyfunction!(python::read_status, m)?)?;
+    m.add_class::<python::Core>()?;
     Ok(())
 }

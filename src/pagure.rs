@@ -3,7 +3,7 @@
 
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Client, Method, RequestBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
@@ -21,7 +21,8 @@ pub struct Pagure {
     auth: HeaderValue,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FlagStatus {
     Pending,
     Success,
@@ -50,17 +51,85 @@ impl FlagStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A flag on a PR: what poormanci decides and what Pagure is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flag {
-    /// The name shown next to the flag, e.g. "Jenkins".
-    pub username: String,
     pub status: FlagStatus,
-    pub comment: String,
+    pub percent: Option<u8>,
+    /// Shown beside the flag; Pagure's form calls it `comment`.
+    pub text: String,
     /// Must have a dotted host, `localhost` or an IP, or Pagure answers 400.
     pub url: String,
-    pub percent: Option<u8>,
-    /// The same uid updates the flag in place.
-    pub uid: String,
+}
+
+/// Who has which access to a project, level by level, as
+/// `GET /api/0/<project>` reports it (`access_users` / `access_groups`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Access {
+    #[serde(default)]
+    pub owner: Vec<String>,
+    #[serde(default)]
+    pub admin: Vec<String>,
+    #[serde(default)]
+    pub commit: Vec<String>,
+    /// Commit to some branches only.
+    #[serde(default)]
+    pub collaborator: Vec<String>,
+    #[serde(default)]
+    pub ticket: Vec<String>,
+}
+
+/// A project's access lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ProjectAcl {
+    #[serde(default, rename = "access_users")]
+    pub users: Access,
+    #[serde(default, rename = "access_groups")]
+    pub groups: Access,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct User {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PrComment {
+    pub comment: String,
+    #[serde(default)]
+    pub user: Option<User>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Repo {
+    /// `forks/bob/test`, `rpms/foo`.
+    pub fullname: String,
+}
+
+/// A pull request, as `GET /api/0/<project>/pull-request/<id>` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PullRequest {
+    /// The PR's head commit (`commit_stop`); null before its first push is known.
+    #[serde(default, rename = "commit_stop")]
+    pub head: Option<String>,
+    /// Open, Merged or Closed.
+    pub status: String,
+    #[serde(default, rename = "user")]
+    pub author: Option<User>,
+    /// Where the PR's commits come from; null for a remote PR.
+    #[serde(default, rename = "repo_from")]
+    pub source_repo: Option<Repo>,
+    #[serde(default)]
+    pub comments: Vec<PrComment>,
+}
+
+impl PullRequest {
+    /// The PR already shows this comment (by `user`, when given).
+    pub fn has_comment(&self, user: Option<&str>, text: &str) -> bool {
+        self.comments.iter().any(|c| {
+            c.comment.trim() == text.trim() && user.is_none_or(|u| c.user.as_ref().is_some_and(|cu| cu.name == u))
+        })
+    }
 }
 
 /// What a call is about, for error messages.
@@ -80,23 +149,27 @@ impl Pagure {
     }
 
     /// `GET /api/0/<project>/pull-request/<id>`: the PR as Pagure shows it.
-    pub async fn pull_request(&self, project: &str, id: u64) -> Result<Value, PeerError> {
+    pub async fn pull_request(&self, project: &str, id: u64) -> Result<PullRequest, PeerError> {
         let url = self.url(project, &["pull-request", &id.to_string()]);
         self.get(url, Target { project, id: Some(id), acl: None }).await
     }
 
-    /// `GET /api/0/<project>`: the project, with `access_users` and `access_groups`.
-    pub async fn project(&self, project: &str) -> Result<Value, PeerError> {
+    /// `GET /api/0/<project>`: who has which access to it.
+    pub async fn project_acl(&self, project: &str) -> Result<ProjectAcl, PeerError> {
         let url = self.url(project, &[]);
         self.get(url, Target { project, id: None, acl: None }).await
     }
 
     /// `GET /api/0/group/<name>` → the names of its members.
     pub async fn group_members(&self, group: &str) -> Result<Vec<String>, PeerError> {
+        #[derive(Deserialize)]
+        struct Group {
+            #[serde(default)]
+            members: Vec<String>,
+        }
         let url = self.url("group", &[group]);
-        let answer = self.get(url, Target { project: group, id: None, acl: None }).await?;
-        let members = answer.get("members").and_then(Value::as_array).into_iter().flatten();
-        Ok(members.filter_map(|m| m.as_str().map(str::to_owned)).collect())
+        let answer: Group = self.get(url, Target { project: group, id: None, acl: None }).await?;
+        Ok(answer.members)
     }
 
     pub async fn comment(&self, project: &str, id: u64, text: &str) -> Result<(), PeerError> {
@@ -105,15 +178,17 @@ impl Pagure {
         self.post(url, &[("comment", text)], target).await
     }
 
-    pub async fn flag(&self, project: &str, id: u64, flag: &Flag) -> Result<(), PeerError> {
+    /// Set the flag `uid` (the same uid updates it in place), shown under
+    /// `username` (e.g. "Jenkins").
+    pub async fn flag(&self, project: &str, id: u64, username: &str, uid: &str, flag: &Flag) -> Result<(), PeerError> {
         let url = self.url(project, &["pull-request", &id.to_string(), "flag"]);
-        let percent = flag.percent.map(|p| p.to_string());
+        let percent = flag.percent.map(|p| p.min(100).to_string());
         let mut form = vec![
-            ("username", flag.username.as_str()),
+            ("username", username),
             ("status", flag.status.as_str()),
-            ("comment", flag.comment.as_str()),
+            ("comment", flag.text.as_str()),
             ("url", flag.url.as_str()),
-            ("uid", flag.uid.as_str()),
+            ("uid", uid),
         ];
         if let Some(p) = &percent {
             form.push(("percent", p));
@@ -131,16 +206,13 @@ impl Pagure {
         self.http.request(method, url).header(AUTHORIZATION, self.auth.clone())
     }
 
-    async fn get(&self, url: Url, target: Target<'_>) -> Result<Value, PeerError> {
+    async fn get<T: serde::de::DeserializeOwned>(&self, url: Url, target: Target<'_>) -> Result<T, PeerError> {
         let what = http::describe(&Method::GET, &url);
         let a = http::send("pagure", &what, self.request(Method::GET, url), JSON_CAP).await?;
         if !a.status.is_success() {
             return Err(error(&what, &a, &target));
         }
-        match a.json(&what)? {
-            v @ Value::Object(_) => Ok(v),
-            _ => Err(PeerError::Fatal(format!("{what}: {}: the answer is not a JSON object", a.status))),
-        }
+        a.json(&what)
     }
 
     /// POST a form; Pagure answers `{"message": "..."}` on success.
@@ -321,15 +393,13 @@ mod tests {
         ]);
         let p = pagure(&base);
         let flag = Flag {
-            username: "Jenkins".into(),
             status: FlagStatus::Success,
-            comment: "Build #7 passed".into(),
+            text: "Build #7 passed".into(),
             url: "https://jenkins.example.org/job/pungi/7/".into(),
             percent: Some(100),
-            uid: "jenkins-pungi-7".into(),
         };
-        p.flag("pungi", 234, &flag).await.unwrap();
-        let e = p.flag("pungi", 234, &flag).await.unwrap_err();
+        p.flag("pungi", 234, "Jenkins", "jenkins-pungi-7", &flag).await.unwrap();
+        let e = p.flag("pungi", 234, "Jenkins", "jenkins-pungi-7", &flag).await.unwrap_err();
         assert!(!e.is_retry() && e.message().ends_with("(Missing ACLs: pull_request_flag)"), "{e}");
         assert!(!e.message().contains("PAGURETOKEN"));
 
@@ -350,7 +420,7 @@ mod tests {
         let base = server.url.clone();
         let seen = server.answer(vec![
             response("200 OK", &[], r#"{"message": "Comment added"}"#),
-            response("200 OK", &[], r#"{"id": 7, "status": "Open", "comments": []}"#),
+            response("200 OK", &[], r#"{"id": 7, "status": "Open", "commit_stop": "abc", "comments": [{"comment": "hi", "user": {"name": "cibot"}}]}"#),
             response("404 NOT FOUND", &[], NO_PR),
             response("200 OK", &[], r#"{"access_users": {"admin": [], "owner": ["alice"]}}"#),
             response("200 OK", &[], r#"{"unexpected": true}"#),
@@ -358,13 +428,14 @@ mod tests {
         let p = pagure(&base);
         p.comment("pungi", 7, "Build #7 started").await.unwrap();
         let pr = p.pull_request("rpms/python-foo", 7).await.unwrap();
-        assert_eq!(pr["status"], "Open");
+        assert_eq!((pr.status.as_str(), pr.head.as_deref()), ("Open", Some("abc")));
+        assert!(pr.has_comment(Some("cibot"), " hi\n") && !pr.has_comment(Some("alice"), "hi"));
         let e = p.pull_request("rpms/python-foo", 8).await.unwrap_err();
         assert_eq!(
             e,
             PeerError::Fatal("GET /api/0/rpms/python-foo/pull-request/8: 404 ENOREQ: no pull request rpms/python-foo#8".into())
         );
-        assert_eq!(p.project("rpms/python-foo").await.unwrap()["access_users"]["owner"][0], "alice");
+        assert_eq!(p.project_acl("rpms/python-foo").await.unwrap().users.owner, ["alice"]);
         let e = p.comment("pungi", 7, "x").await.unwrap_err();
         assert!(!e.is_retry() && e.message().contains("not the documented JSON"), "{e}");
 

@@ -9,6 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
 
 use crate::policy::{History, RunSpec};
+pub use crate::work::RunState;
+use crate::work::Work;
 
 /// How long finished runs and seen msg_ids are kept (dedupe memory).
 const KEEP_SECS: f64 = 30.0 * 86400.0;
@@ -23,7 +25,7 @@ CREATE TABLE IF NOT EXISTS runs (
     project TEXT NOT NULL, pr INTEGER NOT NULL, job TEXT NOT NULL, commit_id TEXT,
     repo TEXT NOT NULL, branch TEXT NOT NULL, branch_to TEXT NOT NULL, pr_url TEXT NOT NULL,
     queue_id INTEGER, build INTEGER, build_url TEXT,
-    state TEXT NOT NULL DEFAULT 'triggering',  -- gated, triggering, queued, running, done
+    state TEXT NOT NULL DEFAULT 'triggering',  -- RunState
     outcome TEXT,
     created REAL NOT NULL, started REAL, finished REAL
 );
@@ -32,8 +34,8 @@ CREATE INDEX IF NOT EXISTS runs_build ON runs(job, build);
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY,
     run INTEGER NOT NULL,
-    kind TEXT NOT NULL,        -- trigger, flag, comment, follow, lookup, report, cancel
-    payload TEXT NOT NULL,     -- JSON
+    kind TEXT NOT NULL,        -- Work's tag
+    payload TEXT NOT NULL,     -- Work's other fields, JSON
     due REAL NOT NULL,
     deadline REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -55,7 +57,7 @@ pub struct Run {
     pub queue_id: Option<u64>,
     pub build: Option<u64>,
     pub build_url: Option<String>,
-    pub state: String,
+    pub state: RunState,
     pub created: f64,
     pub started: Option<f64>,
 }
@@ -71,8 +73,7 @@ impl std::ops::Deref for Run {
 pub struct Task {
     pub id: i64,
     pub run: i64,
-    pub kind: String,
-    pub payload: Value,
+    pub work: Work,
     pub due: f64,
     pub deadline: f64,
     pub attempts: u32,
@@ -96,8 +97,9 @@ fn run_from(r: &Row) -> Result<Run> {
             job: r.get(3)?,
             commit: r.get(4)?,
             repo: r.get(5)?,
-            branch: r.get(6)?,
-            branch_to: r.get(7)?,
+            // Columns named as in 0.1.0: branch is the source, branch_to the target.
+            source_branch: r.get(6)?,
+            target_branch: r.get(7)?,
             pr_url: r.get(8)?,
         },
         queue_id: r.get(9)?,
@@ -110,12 +112,13 @@ fn run_from(r: &Row) -> Result<Run> {
 }
 
 fn task_from(r: &Row) -> Result<Task> {
-    let payload: String = r.get(3)?;
+    let (kind, payload): (String, String) = (r.get(2)?, r.get(3)?);
+    let work = Work::from_row(&kind, &payload)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into()))?;
     Ok(Task {
         id: r.get(0)?,
         run: r.get(1)?,
-        kind: r.get(2)?,
-        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        work,
         due: r.get(4)?,
         deadline: r.get(5)?,
         attempts: r.get(6)?,
@@ -171,11 +174,11 @@ impl Store {
     }
 
     /// A new run, `gated` (waiting for a trusted person) or `triggering`.
-    pub fn add_run(&self, spec: &RunSpec, state: &str, now: f64) -> Result<i64> {
+    pub fn add_run(&self, spec: &RunSpec, state: RunState, now: f64) -> Result<i64> {
         self.db.execute(
             "INSERT INTO runs (project, pr, job, commit_id, repo, branch, branch_to, pr_url, state, created)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![spec.project, spec.pr, spec.job, spec.commit, spec.repo, spec.branch, spec.branch_to, spec.pr_url, state, now],
+            params![spec.project, spec.pr, spec.job, spec.commit, spec.repo, spec.source_branch, spec.target_branch, spec.pr_url, state, now],
         )?;
         Ok(self.db.last_insert_rowid())
     }
@@ -232,7 +235,8 @@ impl Store {
             params![id, outcome.to_string(), now],
         )?;
         if changed == 1 {
-            self.db.execute("DELETE FROM tasks WHERE run = ?1 AND kind IN ('follow', 'lookup', 'trigger')", [id])?;
+            // Nothing left to follow or start; reports, flags and cancels still go.
+            self.db.execute("DELETE FROM tasks WHERE run = ?1 AND kind IN (?2, ?3, ?4)", params![id, Work::FOLLOW, Work::LOOKUP, Work::TRIGGER])?;
         }
         Ok(changed == 1)
     }
@@ -258,10 +262,10 @@ impl Store {
         Ok(out)
     }
 
-    pub fn add_task(&self, run: i64, kind: &str, payload: &Value, due: f64, deadline: f64) -> Result<i64> {
+    pub fn add_task(&self, run: i64, work: &Work, due: f64, deadline: f64) -> Result<i64> {
         self.db.execute(
             "INSERT INTO tasks (run, kind, payload, due, deadline, created) VALUES (?1, ?2, ?3, ?4, ?5, unixepoch('subsec'))",
-            params![run, kind, payload.to_string(), due, deadline],
+            params![run, work.kind(), work.payload().to_string(), due, deadline],
         )?;
         Ok(self.db.last_insert_rowid())
     }
@@ -291,10 +295,10 @@ impl Store {
     }
 
     /// Try a task again at `due`, keeping the reason it failed.
-    pub fn retry_task(&self, id: i64, due: f64, payload: &Value, error: Option<&str>) -> Result<()> {
+    pub fn retry_task(&self, id: i64, due: f64, work: &Work, error: Option<&str>) -> Result<()> {
         self.db.execute(
             "UPDATE tasks SET due = ?2, payload = ?3, attempts = attempts + 1, last_error = coalesce(?4, last_error) WHERE id = ?1",
-            params![id, due, payload.to_string(), error],
+            params![id, due, work.payload().to_string(), error],
         )?;
         Ok(())
     }
@@ -316,8 +320,8 @@ impl Store {
         rows.collect()
     }
 
-    pub fn set_payload(&self, task: i64, payload: &Value) -> Result<()> {
-        self.db.execute("UPDATE tasks SET payload = ?2 WHERE id = ?1", params![task, payload.to_string()])?;
+    pub fn set_work(&self, task: i64, work: &Work) -> Result<()> {
+        self.db.execute("UPDATE tasks SET payload = ?2 WHERE id = ?1", params![task, work.payload().to_string()])?;
         Ok(())
     }
 
@@ -353,7 +357,7 @@ impl Store {
             .map(|r| {
                 r.map(|r| {
                     json!({"id": r.id, "project": r.project, "pr": r.pr, "job": r.job, "commit": r.commit,
-                           "state": r.state, "queue_id": r.queue_id, "build": r.build, "created": r.created})
+                           "state": r.state.as_str(), "queue_id": r.queue_id, "build": r.build, "created": r.created})
                 })
             })
             .collect::<Result<_>>()?;
@@ -394,8 +398,8 @@ mod tests {
             job: "pungi-pr".into(),
             commit: Some(commit.into()),
             repo: "https://pagure.io/forks/a/pungi.git".into(),
-            branch: "fix".into(),
-            branch_to: "master".into(),
+            source_branch: "fix".into(),
+            target_branch: "master".into(),
             pr_url: "https://pagure.io/pungi/pull-request/235".into(),
         }
     }
@@ -403,7 +407,7 @@ mod tests {
     #[test]
     fn runs_finish_once() {
         let s = Store::open_in_memory();
-        let id = s.add_run(&spec("aaa"), "triggering", 1.0).unwrap();
+        let id = s.add_run(&spec("aaa"), RunState::Triggering, 1.0).unwrap();
         assert!(s.built("pungi", 235, "pungi-pr", "aaa"));
         assert!(!s.built("pungi", 235, "pungi-pr", "bbb"));
         s.set_queued(id, Some(39)).unwrap();
@@ -417,12 +421,12 @@ mod tests {
     #[test]
     fn tasks_come_due_in_order() {
         let s = Store::open_in_memory();
-        let run = s.add_run(&spec("aaa"), "triggering", 1.0).unwrap();
-        let late = s.add_task(run, "flag", &json!({}), 20.0, 100.0).unwrap();
-        let early = s.add_task(run, "trigger", &json!({}), 10.0, 100.0).unwrap();
+        let run = s.add_run(&spec("aaa"), RunState::Triggering, 1.0).unwrap();
+        let late = s.add_task(run, &Work::Cancel, 20.0, 100.0).unwrap();
+        let early = s.add_task(run, &Work::Trigger, 10.0, 100.0).unwrap();
         assert_eq!(s.next_due().unwrap(), Some(10.0));
         assert_eq!(s.due_tasks(15.0, 10).unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), [early]);
-        s.retry_task(early, 30.0, &json!({"x": 1}), Some("503")).unwrap();
+        s.retry_task(early, 30.0, &Work::Trigger, Some("503")).unwrap();
         assert_eq!(s.due_tasks(25.0, 10).unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), [late]);
         assert_eq!(s.task(early).unwrap().unwrap().attempts, 1);
     }

@@ -56,5 +56,30 @@ def hub_factory(tmp_path):
 
 
 @pytest.fixture
+def explain(jenkins, pagure, make_config):
+    """explain(envelope, config=None) -> what the core decides for this
+    message, one line per decision ("ignore: …", "refuse: …", "trigger …"),
+    asked in-process of ``Core(config, dry_run=True)`` (nothing sent, no
+    state store): for the rules, rather than matching a hub's log wording.
+    ``config`` defaults to make_config(jenkins, pagure)."""
+    from poormanci._core import Core
+
+    cores: dict[int, tuple[dict, Core]] = {}  # by id(config); the config kept alive with it
+    default: list[dict] = []
+
+    def explain(envelope: dict, config: dict | None = None) -> list[str]:
+        if config is None:
+            default or default.append(make_config(jenkins, pagure))
+            config = default[0]
+        if id(config) not in cores:
+            cores[id(config)] = (config, Core(config, dry_run=True))
+        return cores[id(config)][1].explain(envelope["topic"], envelope)
+
+    yield explain
+    for _, core in cores.values():
+        core.close()
+
+
+@pytest.fixture
 def wait_until():
     return harness.wait_until

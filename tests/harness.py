@@ -3,7 +3,21 @@
 The hub runs from the venv this Python belongs to (``<sys.prefix>/bin/fedmsg-hub``)
 in a folder of its own holding ``fedmsg.d/``; messages reach it from a zmq PUB
 socket that this process binds on one of the hub's endpoints.
-See /work/shared/design/HUB.md.
+
+What the stock fedmsg-hub needs, and does, that this relies on:
+- it merges the ``config`` dicts of ``./fedmsg.d/*.py`` (the working folder),
+  ``~/.fedmsg.d/`` and ``$VIRTUAL_ENV/etc/fedmsg.d/`` (so HOME and
+  VIRTUAL_ENV are pointed away); ``validate_signatures`` must be present, and
+  endpoints must say 127.0.0.1, never "localhost" (moksha rejects it);
+- moksha loads consumers through pkg_resources and, when that fails, keeps
+  running with none, logging errors only: start() insists on the line
+  ``enabled by config - poormanci.consumer:Integrator``;
+- zmq drops what is sent in the first moments after the hub's SUB socket
+  connects (slow joiner): start() waits for ``Running the MokshaHub reactor``,
+  then sends probe messages until the core logs one;
+- the wire message is ``[topic, json envelope]`` with the envelope
+  ``{"topic", "msg", "msg_id", "timestamp", "i"}`` (tests/messages.py);
+- SIGTERM stops it in about a second.
 """
 
 from __future__ import annotations
@@ -17,12 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import zmq
+
+import messages
 
 CONSUMER = "poormanci.consumer:Integrator"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
@@ -81,12 +95,16 @@ class Hub:
     """The real fedmsg-hub running poormanci with ``config`` (the poormanci.* keys).
 
     ``workdir`` holds fedmsg.d/ and hub.log (a new temp folder by default).
-    ``consumer`` is the consumer whose loading ``start()`` insists on.
+    ``consumer`` is the consumer whose loading ``start()`` insists on;
+    ``args`` extra command-line arguments for fedmsg-hub, ``env`` extra
+    environment variables (bench/ uses both for its probe).
     """
 
     def __init__(self, config: dict, workdir: str | Path | None = None, *,
-                 consumer: str = CONSUMER, workers: int | None = None):
+                 consumer: str = CONSUMER, workers: int | None = None, args=(),
+                 env: dict | None = None):
         self.config = dict(config)
+        self.args, self.extra_env = list(args), dict(env or {})
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="poormanci-hub-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "hub.log"
@@ -134,26 +152,31 @@ class Hub:
         (confd / "poormanci.py").write_text(f"config = {self.config!r}\n")
 
     # -- process --------------------------------------------------------------
-    def start(self, timeout: float = 30.0, *, ready: bool = True) -> "Hub":
-        """Start fedmsg-hub and wait until the consumer is loaded, the reactor
-        runs and a probe message has come through. ``ready=False`` only
+    def start(self, timeout: float = 30.0, *, ready: bool = True, probe: bool = True,
+              enabled: bool = True) -> "Hub":
+        """Start fedmsg-hub and wait until the consumer is loaded (``enabled``;
+        False: until moksha says it is disabled), the reactor runs and (with
+        ``probe``) a probe message has come through. ``ready=False`` only
         launches it (for a hub expected to refuse its config)."""
         assert not self.alive(), "hub already running"
         venv_bin = Path(sys.prefix) / "bin"
+        # VIRTUAL_ENV: its etc/fedmsg.d too; PYTHONPATH: only what ``env`` sets.
         env = {k: v for k, v in os.environ.items()
-               if k not in ("RUST_BACKTRACE", "VIRTUAL_ENV")}  # VIRTUAL_ENV: its etc/fedmsg.d too
+               if k not in ("RUST_BACKTRACE", "VIRTUAL_ENV", "PYTHONPATH")}
         env.update(PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", PYTHONUNBUFFERED="1",
-                   HOME=str(self.workdir))  # HOME: keep ~/.fedmsg.d out of it
+                   HOME=str(self.workdir), **self.extra_env)  # HOME: keep ~/.fedmsg.d out of it
         with open(self.log_path, "ab") as log:
             self._log_start = log.tell()
-            self.proc = subprocess.Popen([str(venv_bin / "fedmsg-hub")], cwd=self.workdir, env=env,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen([str(venv_bin / "fedmsg-hub"), *self.args], cwd=self.workdir,
+                                         env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         if not ready:
             return self
-        self.wait_for_log(rf"enabled by config\s+-\s+{re.escape(self.consumer)}", timeout)
+        word = "enabled" if enabled else "disabled"
+        self.wait_for_log(rf"{word} by config\s+-\s+{re.escape(self.consumer)}", timeout)
         self.wait_for_log(r"Running the MokshaHub reactor", timeout)
-        self._probe(timeout)
+        if probe:
+            self._probe(timeout)
         return self
 
     def _probe(self, timeout: float):
@@ -162,10 +185,9 @@ class Hub:
         deadline = time.monotonic() + timeout
         sent: list[str] = []
         while True:
-            msg_id = f"{datetime.now().year}-{uuid.uuid4()}"
-            sent.append(msg_id)
-            self.publish({"topic": PROBE_TOPIC, "msg": {"project": "poormanci-probe", "build": 1},
-                          "msg_id": msg_id, "timestamp": int(time.time()), "i": len(sent)})
+            probe = messages.envelope(PROBE_TOPIC, {"project": "poormanci-probe", "build": 1})
+            sent.append(probe["msg_id"])
+            self.publish(probe)
             step_end = min(deadline, time.monotonic() + 0.2)
             while time.monotonic() < step_end:
                 text = self.log_text(since=self._log_start)

@@ -1,9 +1,11 @@
 """fedmsg envelopes shaped like the ones Pagure sends (Pagure 5 payloads).
 
-Shapes come from tests/fixtures/pagure.pull-request.*.json and the payloads
-captured from a live Pagure 5.13 (pagure-api-samples.md, Appendix A). Each
-builder takes a PR dict as FakePagure's GET returns it, so the message and the
-API agree, and returns ``{"topic", "msg", "msg_id", "timestamp", "i"}``.
+The one place tests, stand-ins, the harness and bench/ build a bus envelope
+(``envelope``). Shapes come from tests/fixtures/pagure.pull-request.*.json
+and from a live Pagure 5.13 (tests/fixtures/pagure-5.13-recording/, read with
+``recording()``). Each builder takes a PR dict as FakePagure's GET returns
+it, so the message and the API agree, and returns ``{"topic", "msg",
+"msg_id", "timestamp", "i"}``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 FIXTURES = Path(__file__).parent / "fixtures"
+RECORDING = FIXTURES / "pagure-5.13-recording" / "messages.jsonl"
 PAGURE_PREFIX = "io.pagure.prod.pagure"
 _counter = itertools.count(1)
 
@@ -26,16 +30,38 @@ def fixture(name: str) -> dict:
     return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
-def envelope(topic: str, msg, *, timestamp: float | None = None) -> dict:
-    """A fedmsg envelope: fedmsg numbers messages per sender (``i``) and makes
-    msg_id from the year and a uuid4."""
+def new_msg_id() -> str:
+    """fedmsg makes msg_id from the year and a uuid4."""
+    return f"{datetime.now().year}-{uuid.uuid4()}"
+
+
+def envelope(topic: str, msg, *, timestamp: float | None = None, msg_id: str | None = None) -> dict:
+    """A fedmsg envelope: fedmsg numbers messages per sender (``i``)."""
     return {
         "i": next(_counter),
         "msg": msg,
-        "msg_id": f"{datetime.now().year}-{uuid.uuid4()}",
+        "msg_id": msg_id or new_msg_id(),
         "timestamp": int(time.time() if timestamp is None else timestamp),
         "topic": topic,
     }
+
+
+def recording(*, envelopes: bool = True) -> Iterator[dict]:
+    """The messages of a real Pagure 5.13.3 run, in the order received (see
+    tests/fixtures/pagure-5.13-recording/README.md). Each as a fedmsg
+    envelope (its msg_id the recorded message id, its timestamp when it was
+    received), or with ``envelopes=False`` as recorded: ``{received, topic,
+    id, headers, body}``."""
+    with RECORDING.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if envelopes:
+                yield envelope(record["topic"], record["body"], timestamp=record["received"],
+                               msg_id=record["id"])
+            else:
+                yield record
 
 
 def epoch() -> str:

@@ -1,6 +1,8 @@
 """A private RabbitMQ for tests: Debian's rabbitmq-server (apt-get install -y
---no-install-recommends rabbitmq-server) run from scratch folders on 127.0.0.1,
-see /work/shared/design/HUB.md.
+--no-install-recommends rabbitmq-server) run from scratch folders on 127.0.0.1.
+It does not start by itself (no systemd): rabbitmq-server runs in the
+background with its node, epmd, HOME, mnesia and log folders pointed into a
+scratch folder; ``rabbitmqctl wait --pid PID`` returns once it is ready.
 
 Everything it starts is its own and stopped by ``stop()``: its own epmd (on a
 free port, so it neither joins nor leaves behind the machine's shared one),

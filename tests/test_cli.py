@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NEW_PR = FIXTURES / "prod2016.pagure.pull-request.new.pungi-235.json"
 CLOSED_PR = FIXTURES / "prod2016.pagure.pull-request.closed.pungi-234.json"
 
-# fedmsg keys the hub needs (HUB.md): with these, check-config finds no hub problem.
+# fedmsg keys the hub needs (see tests/harness.py): with these, check-config finds no hub problem.
 BASE = {
     "topic_prefix": "org.fedoraproject", "environment": "prod", "zmq_enabled": True,
     "sign_messages": False, "validate_signatures": False,
@@ -367,3 +367,37 @@ def test_status_without_a_store_is_a_clear_error(run, tmp_path):
     r = run("status", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
     assert r.returncode == 1
     assert "poormanci.state_dir is not set" in r.stderr
+
+
+def test_check_config_on_the_documented_project_form(run, tmp_path):
+    config = poormanci_config(tmp_path / "state")
+    config["poormanci.projects"]["pungi"] = {
+        "jobs": [{"job": "pungi-pr", "token": "BEEFCAFE", "branches": ["main", "f4[0-9]"],
+                  "parameters": {"PYTHON": "3.12"}}],
+        "trusted": {"users": ["alice"], "groups": ["pungi-devs"]},
+    }
+    r = run("check-config", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "OK" in lines and "Traceback" not in r.stderr
+    assert "  pungi: pungi-pr (branches main, f4[0-9]; parameters PYTHON=3.12)" in lines
+
+
+def test_check_config_warns_about_unknown_keys_with_the_close_match(run, tmp_path):
+    config = poormanci_config(tmp_path / "state")
+    config["poormanci.jenkins"]["cancel_superseeded"] = False
+    config["poormanci.statedir"] = "/tmp"
+    r = run("check-config", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert ("warning: poormanci.jenkins.cancel_superseeded: unknown key, ignored; "
+            "did you mean poormanci.jenkins.cancel_superseded?") in lines
+    assert "warning: poormanci.statedir: unknown key, ignored; did you mean poormanci.state_dir?" in lines
+
+
+def test_check_config_reads_the_fedmsg_example(run, tmp_path):
+    confd = write_confd(tmp_path / "fedmsg.d", {})
+    (confd / "poormanci.py").write_text((ROOT / "fedmsg.d" / "poormanci.example.py").read_text())
+    r = run("check-config", "--config-dir", confd)
+    assert r.returncode == 0, r.stdout
+    assert "  pungi: pungi-pr, pungi-py312 (branches main, f4[0-9]; parameters PYTHON=3.12)" in r.stdout.splitlines()

@@ -5,7 +5,6 @@ no secret in the log."""
 import pytest
 
 import messages
-from harness import decided
 from standins import FakeJenkins
 
 TRUST = {"users": ["alice"], "committers": True}  # plus the project's committers, as Pagure says
@@ -127,9 +126,14 @@ def test_no_secret_in_the_log(pagure, make_config, hub_factory, wait_until):
         assert all("SECRET" not in r.path + str(r.query) for r in jenkins.requests)
 
 
-def test_hostile_pr_from_untrusted_fork_is_refused_before_anything(setup, jenkins, pagure, wait_until):
+def test_hostile_pr_from_untrusted_fork_is_refused_before_anything(setup, jenkins, pagure, make_config,
+                                                                    wait_until, explain):
     hub = setup()
     env = messages.pr_new(pagure.add_pr("pungi", 36, author="mallory", branch_from="--upload-pack=touch /tmp/x"))
+    [decision] = explain(env, make_config(jenkins, pagure, trusted=TRUST))
+    assert decision.startswith("refuse: pungi#36: ")  # before asking who the author is
     hub.publish(env)
-    assert "refused" in decided(hub, env)
-    assert jenkins.triggers == [] and pagure.flags("pungi", 36) == []
+    hub.publish(messages.pr_new(pagure.add_pr("pungi", 37, author="alice", branch_from="after")))
+    wait_until(lambda: jenkins.triggers, message="the later PR's trigger")
+    assert [t.params["BRANCH"] for t in jenkins.triggers] == ["after"]
+    assert pagure.flags("pungi", 36) == []  # no "waiting for /ok-to-test" either

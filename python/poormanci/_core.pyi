@@ -1,6 +1,25 @@
-"""Type stubs for the native core (src/lib.rs)."""
+"""Type stubs for the native core (src/python.rs). `make test` checks them
+against the built module with `python -m mypy.stubtest poormanci._core`."""
 
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict, final
+
+__all__ = ["ConfigError", "check_config", "read_status", "Core"]
+
+class _JobSummary(TypedDict):
+    job: str
+    display_name: str
+    branches: list[str]
+    parameters: dict[str, str]
+
+class _ConfigSummary(TypedDict):
+    projects: dict[str, list[_JobSummary]]
+    topics: list[str]
+    state_dir: str
+
+class _CheckedConfig(TypedDict):
+    problems: list[str]
+    warnings: list[str]
+    summary: _ConfigSummary | None
 
 class ConfigError(ValueError):
     """The configuration is wrong; ``problems`` lists every problem, one line each,
@@ -8,13 +27,16 @@ class ConfigError(ValueError):
 
     problems: list[str]
 
-def check_config(config: Mapping[str, Any]) -> list[str]:
-    """Every problem of a fedmsg config dict (the whole merged dict), [] when it is fine."""
+def check_config(config: Mapping[str, Any]) -> _CheckedConfig:
+    """A fedmsg config dict (the whole merged dict) checked: every problem ([]
+    when it is fine), the warnings (unknown keys, with the close match) and,
+    without problems, a summary of the projects, jobs, topics and state_dir."""
 
 def read_status(state_dir: str) -> dict[str, Any]:
     """What the state store in ``state_dir`` holds: runs not finished, tasks
     waiting or retrying and their last errors. Read-only; safe while a hub runs."""
 
+@final
 class Core:
     """The engine: config, state store, a tokio runtime with the HTTP clients.
 
@@ -22,7 +44,9 @@ class Core:
     state store and resumes the work left there by an earlier run.
     """
 
-    def __init__(self, config: Mapping[str, Any]) -> None: ...
+    def __new__(cls, config: Mapping[str, Any], dry_run: bool = False) -> Core:
+        """``dry_run``: decisions are recorded in memory and nothing is sent;
+        the state_dir is not touched."""
     def topics(self) -> list[str]:
         """The bus topics to subscribe to (prefixes), from the config."""
 

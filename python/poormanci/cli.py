@@ -120,7 +120,8 @@ def hub_problems(config: dict) -> list[str]:
     return problems
 
 
-def core_problems(config: dict) -> list[str]:
+def core_check(config: dict) -> dict:
+    """The core's own check: {"problems", "warnings", "summary"}."""
     from poormanci._core import check_config
 
     return check_config(config)
@@ -156,8 +157,11 @@ def cmd_check_config(args) -> int:
         config, files, amqp = load_config(args, as_hub=False)
         problems = ["endpoints: missing (fedmsg-hub reads the bus from these: "
                     "{'NAME': ['tcp://HOST:PORT']})"] + hub_problems(config)
-    problems += core_problems(config)
+    checked = core_check(config)
+    problems += checked["problems"]
     print("config files: " + ", ".join(files))
+    for warning in checked["warnings"]:
+        print(f"warning: {warning}")
     if problems:
         for line in problems:
             print(line)
@@ -174,12 +178,11 @@ def cmd_check_config(args) -> int:
     print("OK")
     if amqp is None and config.get("poormanci.enabled") is not True:
         print("warning: poormanci.enabled is not True: fedmsg-hub will not run poormanci")
-    projects = config["poormanci.projects"]
+    summary = checked["summary"]
+    projects = summary["projects"]
     print(f"projects ({len(projects)}):")
     for name, jobs in sorted(projects.items()):
-        shown = [job["job"] + (f" (bus name {job['display_name']})" if job.get("display_name") else "")
-                 for job in jobs]
-        print(f"  {name}: {', '.join(shown)}")
+        print(f"  {name}: {', '.join(describe_job(job) for job in jobs)}")
     print("topics subscribed:" if amqp is None else "topics handled:")
     for topic in topics:
         print(f"  {topic}")
@@ -190,6 +193,18 @@ def cmd_check_config(args) -> int:
     has_store = (Path(state_dir) / STORE_FILE).exists()
     print(f"state_dir: {state_dir}" + ("" if has_store else " (no state store yet: made at first start)"))
     return OK
+
+
+def describe_job(job: dict) -> str:
+    """`folder/job (bus name folder; branches main, f4[0-9]; parameters PYTHON=3.12)`."""
+    notes = []
+    if job["display_name"] != job["job"]:
+        notes.append(f"bus name {job['display_name']}")
+    if job["branches"]:
+        notes.append("branches " + ", ".join(job["branches"]))
+    if job["parameters"]:
+        notes.append("parameters " + " ".join(f"{k}={v}" for k, v in job["parameters"].items()))
+    return job["job"] + (f" ({'; '.join(notes)})" if notes else "")
 
 
 # -- replay -------------------------------------------------------------------
@@ -222,7 +237,7 @@ def cmd_replay(args) -> int:
     from poormanci._core import Core
 
     config = load_config(args, as_hub=False).config
-    problems = core_problems(config)
+    problems = core_check(config)["problems"]
     if problems:
         for line in problems:
             print(line)

@@ -7,6 +7,8 @@ use serde_json::Value;
 use url::Url;
 
 const KEY: &str = "poormanci.web";
+/// The keys `poormanci.web` may hold; crate::config warns about any other.
+pub const KEYS: &[&str] = &["listen", "public_url", "history_days"];
 pub const DEFAULT_HISTORY_DAYS: u32 = 90;
 /// Finished runs are what stops a redelivered message from building twice:
 /// they are kept at least as long as seen msg_ids are.
@@ -39,7 +41,8 @@ impl WebConfig {
     }
 }
 
-/// Read `poormanci.web` from the merged config; every problem, one line each.
+/// Read `poormanci.web` from the merged config; every problem, one line each
+/// (an unknown key is not one: crate::config warns about it, as everywhere).
 pub fn parse(root: &serde_json::Map<String, Value>) -> Result<WebConfig, Vec<String>> {
     let mut problems = Vec::new();
     let mut web = WebConfig::default();
@@ -64,7 +67,7 @@ pub fn parse(root: &serde_json::Map<String, Value>) -> Result<WebConfig, Vec<Str
                 None => problems.push(format!("{KEY}.history_days: expected a whole number of days, 1 or more")),
             },
             ("listen" | "public_url", _) => problems.push(format!("{KEY}.{key}: expected a string")),
-            _ => problems.push(format!("{KEY}.{key}: unknown key (expected listen, public_url, history_days)")),
+            _ => {}
         }
     }
     if problems.is_empty() {
@@ -117,8 +120,20 @@ mod tests {
     fn every_problem_is_named() {
         let problems =
             parse_json(json!({"poormanci.web": {"listen": "8950", "public_url": "javascript:alert(1)", "history_days": 0, "port": 1}})).unwrap_err();
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems.iter().any(|p| p.starts_with("poormanci.web.listen: expected an address")));
-        assert!(problems.iter().any(|p| p.starts_with("poormanci.web.port: unknown key")));
+    }
+
+    #[test]
+    fn an_unknown_key_is_a_warning_with_the_close_match() {
+        let (config, warnings) = crate::config::Config::check(&json!({
+            "poormanci.pagure": {"url": "https://pagure.io", "token": "T"},
+            "poormanci.jenkins": {"url": "https://jenkins.example.org"},
+            "poormanci.projects": {"pungi": [{"job": "pungi-pr", "token": "B"}]},
+            "poormanci.state_dir": "/nonexistent",
+            "poormanci.web": {"listen": "127.0.0.1:8950", "public_ur": "https://ci.example.org"},
+        }));
+        assert!(config.is_ok());
+        assert_eq!(warnings, ["poormanci.web.public_ur: unknown key, ignored; did you mean poormanci.web.public_url?"]);
     }
 }

@@ -13,7 +13,9 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec
 use rusqlite::Connection;
 
 use crate::policy::{Decision, Outcome};
+use crate::pagure::FlagStatus;
 use crate::store::{Run, Store, Task};
+use crate::work::Work;
 
 /// Seconds: from the engine taking a message (or an approval) to Jenkins
 /// taking the trigger; from poormanci seeing a build end to Pagure taking the flag.
@@ -111,7 +113,7 @@ pub fn request(peer: &str, status: Option<u16>) {
 }
 
 pub fn retry(task: &Task) {
-    METRICS.retries.with_label_values(&[task.kind.as_str()]).inc();
+    METRICS.retries.with_label_values(&[task.work.kind()]).inc();
 }
 
 /// Jenkins took a trigger: call before the task row is deleted (its age is the latency).
@@ -123,19 +125,19 @@ pub fn triggered(store: &Store, task: &Task, run: &Run, now: f64) {
     }
 }
 
-/// A trigger given up on (refused by Jenkins, or past the retry deadline).
-pub fn trigger_failed(run: &Run) {
-    METRICS.triggers.with_label_values(&[&run.project, &run.job, "failed"]).inc();
-}
-
-/// A run is over and its report queued.
-pub fn reported(run: &Run, outcome: &Outcome) {
+/// A run is over and its report queued (the engine's one place for that).
+/// A trigger given up on (refused by Jenkins, or past the retry deadline)
+/// ends its run this way, so it is counted here too.
+pub fn finished(run: &Run, outcome: &Outcome) {
+    if let Outcome::TriggerFailed { .. } = outcome {
+        METRICS.triggers.with_label_values(&[&run.project, &run.job, "failed"]).inc();
+    }
     METRICS.reports.with_label_values(&[&run.project, &run.job, &result_label(outcome)]).inc();
 }
 
 /// A task was delivered: for a result flag, how long after the build's end.
 pub fn delivered(store: &Store, task: &Task, run: &Run, now: f64) {
-    if task.kind != "flag" || task.payload.get("status").and_then(|s| s.as_str()) == Some("pending") {
+    if !matches!(&task.work, Work::Flag(f) if f.status != FlagStatus::Pending) {
         return;
     }
     let finished: Option<f64> = store.conn().query_row("SELECT finished FROM runs WHERE id = ?1", [run.id], |r| r.get(0)).ok().flatten();

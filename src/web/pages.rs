@@ -291,7 +291,6 @@ impl Chart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn ended(day: i64, result: &str, secs: f64) -> Ended {
         let finished = day as f64 * 86400.0 + 3600.0;
@@ -312,12 +311,12 @@ mod tests {
             job: "pungi-pr".into(),
             commit: Some("abcdef0123456789".into()),
             repo: "r".into(),
-            branch: "b".into(),
-            branch_to: "master".into(),
+            source_branch: "b".into(),
+            target_branch: "master".into(),
             pr_url: "javascript:alert(1)".into(),
         };
-        let run = store.add_run(&spec, "triggering", 1000.0).unwrap();
-        store.add_task(run, "trigger", &json!({}), 1000.0, 5000.0).unwrap();
+        let run = store.add_run(&spec, crate::work::RunState::Triggering, 1000.0).unwrap();
+        store.add_task(run, &crate::work::Work::Trigger, 1000.0, 5000.0).unwrap();
         db.execute("UPDATE tasks SET attempts = 2, last_error = 'POST /job/pungi-pr: 500: token BEEFCAFE refused'", []).unwrap();
         db.execute("INSERT INTO pull_requests VALUES ('pungi', 5, '<script>alert(1)</script>', '\"><b>x', 1.0)", []).unwrap();
         let site = site();

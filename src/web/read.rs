@@ -11,6 +11,8 @@ use rusqlite::{params, Connection, OpenFlags, Row};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::work::RunState;
+
 /// Connections kept open between requests.
 const POOL: usize = 4;
 
@@ -173,12 +175,12 @@ pub fn counts(db: &Connection) -> rusqlite::Result<BTreeMap<String, Counts>> {
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))? {
         let (project, state, n) = row?;
         let c = out.entry(project).or_default();
-        match state.as_str() {
-            "gated" => c.waiting_for_approval += n,
-            "triggering" => c.starting += n,
-            "queued" => c.queued += n,
-            "running" => c.running += n,
-            _ => {}
+        match RunState::parse(&state) {
+            Some(RunState::Gated) => c.waiting_for_approval += n,
+            Some(RunState::Triggering) => c.starting += n,
+            Some(RunState::Queued) => c.queued += n,
+            Some(RunState::Running) => c.running += n,
+            Some(RunState::Done) | None => {}
         }
     }
     // Follows count their polls as attempts: polling is not retrying.
@@ -235,4 +237,24 @@ pub fn done_runs_by_project(db: &Connection) -> rusqlite::Result<Vec<(String, i6
     let mut stmt = db.prepare_cached("SELECT project, count(*) FROM runs WHERE state = 'done' GROUP BY project")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::work::Work;
+
+    /// The queries above name run states and task kinds in SQL text: they
+    /// must be the words the engine stores.
+    #[test]
+    fn the_sql_words_are_the_engines() {
+        for state in [RunState::Gated, RunState::Triggering, RunState::Queued, RunState::Running, RunState::Done] {
+            assert_eq!(RunState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(RunState::Done.as_str(), "done");
+        assert_eq!(RunState::Triggering.as_str(), "triggering");
+        assert_eq!((Work::FOLLOW, Work::TRIGGER), ("follow", "trigger"));
+        assert_eq!(Work::Trigger.kind(), "trigger");
+        assert_eq!(Work::Follow { polls: 0 }.kind(), "follow");
+    }
 }

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::jenkins::BuildResult;
 use crate::policy::Outcome;
 use crate::web::read::{RunRow, TaskRow};
+use crate::work::{RunState, Work};
 
 /// What the pages need from the config: where they live, what to hide.
 pub struct Site {
@@ -92,7 +93,7 @@ pub struct RunView {
 }
 
 pub fn run_view(site: &Site, run: RunRow, tasks: &[TaskRow], next: Option<(i64, Option<String>)>) -> RunView {
-    let retry = tasks.iter().find(|t| t.attempts > 0 && t.kind != "follow").map(|t| Retry {
+    let retry = tasks.iter().find(|t| t.attempts > 0 && t.kind != Work::FOLLOW).map(|t| Retry {
         kind: t.kind.clone(),
         attempts: t.attempts,
         last_error: t.last_error.as_deref().map(|e| site.redact(e)),
@@ -101,19 +102,19 @@ pub fn run_view(site: &Site, run: RunRow, tasks: &[TaskRow], next: Option<(i64, 
     let has = |kind: &str| tasks.iter().any(|t| t.kind == kind);
     let ok_to_test = &site.cfg.commands.ok_to_test;
     let author = run.author.clone().unwrap_or_else(|| "the author".into());
-    let (status, colour, detail): (String, &'static str, String) = match run.state.as_str() {
-        "gated" if has("trust") => ("checking trust".into(), "waiting", format!("Asking Pagure whether {author} is trusted")),
-        "gated" => (format!("waiting for {ok_to_test}"), "waiting", format!("Waiting for a trusted person to comment {ok_to_test}")),
-        "triggering" if retry.as_ref().is_some_and(|r| r.kind == "trigger") => {
+    let (status, colour, detail): (String, &'static str, String) = match RunState::parse(&run.state).unwrap_or(RunState::Done) {
+        RunState::Gated if has(Work::TRUST) => ("checking trust".into(), "waiting", format!("Asking Pagure whether {author} is trusted")),
+        RunState::Gated => (format!("waiting for {ok_to_test}"), "waiting", format!("Waiting for a trusted person to comment {ok_to_test}")),
+        RunState::Triggering if retry.as_ref().is_some_and(|r| r.kind == Work::TRIGGER) => {
             ("retrying".into(), "retrying", "Jenkins has not taken the build yet; trying again".into())
         }
-        "triggering" => ("starting".into(), "queued", "Sending the build to Jenkins".into()),
-        "queued" => {
+        RunState::Triggering => ("starting".into(), "queued", "Sending the build to Jenkins".into()),
+        RunState::Queued => {
             let item = run.queue_item.map(|q| format!(" (item {q})")).unwrap_or_default();
             ("queued".into(), "queued", format!("Waiting in the Jenkins queue{item}"))
         }
-        "running" => ("running".into(), "running", format!("Build #{} running", run.build.unwrap_or_default())),
-        _ => ended(site, &run, next.as_ref()),
+        RunState::Running => ("running".into(), "running", format!("Build #{} running", run.build.unwrap_or_default())),
+        RunState::Done => ended(site, &run, next.as_ref()),
     };
     let duration = match (run.started_at, run.finished_at) {
         (Some(s), Some(f)) if f >= s && run.build.is_some() => Some(f - s),

@@ -1,10 +1,15 @@
 """A stand-in Pagure 5 API: PRs, comments and flags, with the real errors.
 
-Requests, answers and errors follow what a real Pagure 5.13.2 answered
-(/work/shared/design/pagure-api-samples.md): token auth and ACLs, 404
-ENOPROJECT / ENOREQ, 400 EINVALIDREQ with the form errors, flags updated in
-place by uid. Test helpers change the PRs the way pushes, comments and merges
-do, and return the bus messages Pagure would send for them.
+Requests, answers and errors follow what a real Pagure 5.13 answered, and its
+source (repository Pagure/pagure, tag 5.13.3; files named below): token auth
+and ACLs (pagure/utils.py check_api_acls: 401 EINVALIDTOK, with "Missing
+ACLs: …", "Invalid token" or "Expired token"; pagure/api/utils.py
+_check_token: a project token used on another project), 404 ENOPROJECT /
+ENOREQ, 400 EINVALIDREQ with the form errors, flags stored per (commit, uid)
+(pagure/lib/model.py CommitFlag), ``POST /api/0/-/whoami``
+(pagure/api/__init__.py). Test helpers change the PRs the way pushes,
+comments, merges and ACL changes do, and return the bus messages Pagure would
+send for them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import re
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -26,6 +32,12 @@ from messages import epoch, user_json
 from . import Recorded, StandIn
 
 CI_ACLS = ("pull_request_comment", "pull_request_flag")
+# pagure/lib/model.py CommitFlag.uid is a String(32): PostgreSQL refuses a
+# longer one and the API answers 400 EDBERROR (SQLite, as in a test
+# instance, would keep it: uid_limit = None).
+UID_LIMIT = 32
+EDBERROR = ("An error occurred at the database level and prevent the action from reaching "
+            "completion")
 FLAG_STATUSES = ("success", "failure", "error", "pending", "canceled")
 REQUIRED = ["This field is required."]
 
@@ -51,9 +63,20 @@ def _hex40() -> str:
     return secrets.token_hex(20)
 
 
+@dataclass
+class Token:
+    user: str
+    acls: set[str]
+    project: str | None = None  # a project token works on that project only
+    expired: bool = False
+
+
 class FakePagure(StandIn):
     """Pagure with one CI token (``token``, user ``user``, ACLs pull_request_comment
-    and pull_request_flag); ``add_token`` adds others.
+    and pull_request_flag); ``add_token`` adds others, ``expire_token`` ends one.
+
+    Flags live per (commit, uid), as in Pagure: ``flags(project, id)`` shows the
+    PR's current head's, like ``GET …/pull-request/N/flag``.
 
     Records: ``requests`` (every request), ``flag_history`` (every flag POST in
     order: project, id, data, code, message, uid, time), ``outbox`` (the bus
@@ -67,7 +90,9 @@ class FakePagure(StandIn):
                  prefix: str = messages.PAGURE_PREFIX, seed: int = 0):
         super().__init__(seed=seed)
         self.token, self.user, self.prefix = token, user, prefix
-        self.tokens: dict[str, tuple[str, set[str]]] = {token: (user, set(CI_ACLS))}
+        self.tokens: dict[str, Token] = {token: Token(user, set(CI_ACLS))}
+        self.uid_limit: int | None = UID_LIMIT
+        self._flags: dict[tuple[str, str], dict] = {}  # (commit, uid) -> flag, oldest first
         self.flag_history: list[dict] = []
         self.outbox: list[dict] = []
         self._projects: dict[str, dict] = {}  # fullname -> record (forks: "forks/<user>/<fullname>")
@@ -76,9 +101,49 @@ class FakePagure(StandIn):
         self.groups: dict[str, list[str]] = {}
 
     # -- setting the scene ------------------------------------------------
-    def add_token(self, token: str, acls=(), user: str = "nobody"):
+    def add_token(self, token: str, acls=(), user: str = "nobody", *, project: str | None = None,
+                  expired: bool = False):
+        """An API token of ``user`` with these ACLs; ``project``: a project token."""
         with self._lock:
-            self.tokens[token] = (user, set(acls))
+            self.tokens[token] = Token(user, set(acls), project and _full(project), expired)
+
+    def expire_token(self, token: str):
+        """Pagure tokens expire (two years at most): every use is then a 401."""
+        with self._lock:
+            self.tokens[token].expired = True
+
+    def add_user_access(self, project: str, user: str, access: str = "commit", *,
+                        by: str | None = None) -> dict:
+        """Give ``user`` ``access`` (admin, commit, collaborator, ticket) on the
+        project, at once visible through the API. Returns project.user.added."""
+        with self._lock:
+            p = self._projects[_full(project)]
+            for level in p["users"].values():
+                if user in level:
+                    level.remove(user)
+            p["users"][access].append(user)
+            env = messages.envelope(f"{self.prefix}.project.user.added", {
+                "project": self._project_json(p["fullname"]), "new_user": user, "access": access,
+                "branches": None, "agent": by or p["owner"]})
+            self.outbox.append(env)
+            return env
+
+    def add_group_access(self, project: str, group: str, access: str = "commit", *,
+                         by: str | None = None) -> dict:
+        """Give a group ``access`` on the project. Returns project.group.added."""
+        with self._lock:
+            p = self._projects[_full(project)]
+            self.groups.setdefault(group, [])
+            p["groups"][access].append(group)
+            env = messages.envelope(f"{self.prefix}.project.group.added", {
+                "project": self._project_json(p["fullname"]), "new_group": group, "access": access,
+                "branches": None, "agent": by or p["owner"]})
+            self.outbox.append(env)
+            return env
+
+    def add_group_member(self, group: str, user: str):
+        with self._lock:
+            self.groups.setdefault(group, []).append(user)
 
     def add_group(self, name: str, members=()):
         """A Pagure group (GET /api/0/group/<name> lists its members)."""
@@ -131,7 +196,7 @@ class FakePagure(StandIn):
                 "remote_git": remote_git, "author": author, "branch": branch,
                 "branch_from": branch_from, "commit_start": commit, "commit_stop": commit,
                 "status": status, "title": title or f"Change {branch_from}",
-                "initial_comment": initial_comment, "comments": [], "flags": [],
+                "initial_comment": initial_comment, "comments": [],
                 "date_created": now, "last_updated": now, "updated_on": now,
                 "closed_at": None, "closed_by": None,
             }
@@ -191,11 +256,17 @@ class FakePagure(StandIn):
             return out
 
     # -- reading what happened ----------------------------------------------
-    def flags(self, project: str, id: int) -> list[dict]:
-        """Current flags: uid, username, status, comment, url, percent,
+    def flags(self, project: str, id: int, *, commit: str | None = None) -> list[dict]:
+        """The flags of the PR's current head (or of ``commit``) in its project,
+        as GET …/flag lists them: uid, username, status, comment, url, percent,
         commit_hash, user (name), date_created, date_updated; oldest first."""
         with self._lock:
-            return copy.deepcopy(self._rec(project, id)["flags"])
+            rec = self._rec(project, id)
+            return copy.deepcopy(self._commit_flags(rec["project"], commit or rec["commit_stop"]))
+
+    def _commit_flags(self, project: str, commit: str) -> list[dict]:
+        # pagure/lib/query.py get_commit_flag: by project and commit.
+        return [f for (c, _), f in self._flags.items() if c == commit and f["project"] == project]
 
     def comments(self, project: str, id: int) -> list[dict]:
         """Comments as the API shows them (comment, user{name}, notification, ...)."""
@@ -271,6 +342,9 @@ class FakePagure(StandIn):
         parts = parts[2:]
         if parts == ["version"] and request.method == "GET":
             return _json(200, {"version": "0.31"})
+        if parts == ["-", "whoami"] and request.method == "POST":
+            with self._lock:
+                return self._whoami(request)
         data = _request_data(request)
         with self._lock:
             if "pull-request" in parts:
@@ -308,32 +382,48 @@ class FakePagure(StandIn):
                 return error
         if repo not in self._projects:
             return _json(404, {"error": "Project not found", "error_code": "ENOPROJECT"})
+        if post and self.tokens[request_token(request)].project not in (None, repo):
+            # pagure/api/utils.py _check_token: a project token elsewhere.
+            return _json(401, {"error": self._einvalidtok(), "error_code": "EINVALIDTOK"})
         if (repo, id) not in self._prs:
             return _json(404, {"error": "Pull-Request not found", "error_code": "ENOREQ"})
         pr = self._prs[(repo, id)]
         if not post:
-            if action == ["flag"]:
-                return _json(200, {"flags": [self._flag_json(f, emails=False) for f in pr["flags"]]})
+            if action == ["flag"]:  # pagure/api/fork.py api_pull_request_get_flag: the head's flags
+                return _json(200, {"flags": [self._flag_json(f, emails=False)
+                                             for f in self._commit_flags(repo, pr["commit_stop"])]})
             return _json(200, self._pr_json(repo, id))
         if action == ["comment"]:
             return self._comment(pr, data, user)
         return self._flag(pr, data, user)
 
-    def _check_token(self, request: Request, acl: str):
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        found = self.tokens.get(value.strip()) if scheme.lower() == "token" else None
+    def _check_token(self, request: Request, acl: str | None):
+        """pagure/utils.py check_api_acls: the token's errors come in this
+        order (unknown, expired, missing ACL), each a 401 EINVALIDTOK."""
+        found = self.tokens.get(request_token(request))
         if found is None:
             return None, self._invalid_token("Invalid token")
-        user, acls = found
-        if acl not in acls:
+        if found.expired:
+            return None, self._invalid_token("Expired token")
+        if acl is not None and acl not in found.acls:
             return None, self._invalid_token(f"Missing ACLs: {acl}")
-        return user, None
+        return found.user, None
+
+    def _einvalidtok(self) -> str:
+        return (f"Invalid or expired token. Please visit {self.url}/settings#nav-api-tab "
+                "to get or renew your API token.")
 
     def _invalid_token(self, errors: str) -> Response:
-        return _json(401, {
-            "error": f"Invalid or expired token. Please visit {self.url}/settings#nav-api-tab "
-                     "to get or renew your API token.",
-            "error_code": "EINVALIDTOK", "errors": errors})
+        return _json(401, {"error": self._einvalidtok(), "error_code": "EINVALIDTOK", "errors": errors})
+
+    def _whoami(self, request: Request) -> Response:
+        """pagure/api/__init__.py api_whoami (api_login_optional): the token's
+        user; a bad or expired token is the usual 401, no token a 401 without
+        "errors"."""
+        if not request_token(request):
+            return _json(401, {"error": self._einvalidtok(), "error_code": "EINVALIDTOK"})
+        user, error = self._check_token(request, None)
+        return error or _json(200, {"username": user})
 
     def _comment(self, pr: dict, data: dict, user: str) -> Response:
         if not _filled(data.get("comment")):
@@ -355,18 +445,25 @@ class FakePagure(StandIn):
             status = str(data["status"]).strip()
         else:  # the legacy form: the status follows from percent
             status = "pending" if percent is None else "failure" if percent == "0" else "success"
-        fields = {"username": str(data["username"]), "status": status,
-                  "comment": str(data["comment"]), "url": str(data["url"]),
-                  "percent": None if percent is None else int(percent),
-                  "commit_hash": pr["commit_stop"], "user": user, "date_updated": epoch()}
+        changes = {"status": status, "comment": str(data["comment"]).strip(),
+                   "url": str(data["url"]).strip(), "percent": None if percent is None else int(percent),
+                   "date_updated": epoch()}
         uid = str(data.get("uid") or "").strip() or uuid.uuid4().hex
-        flag = next((f for f in pr["flags"] if f["uid"] == uid), None)
-        if flag is not None:  # same uid: updated in place, date_created kept
-            flag.update(fields)
+        if self.uid_limit is not None and len(uid) > self.uid_limit:
+            return _json(400, {"error": EDBERROR, "error_code": "EDBERROR"})
+        # pagure/lib/query.py add_commit_flag: a flag is found by (commit, uid)
+        # whatever PR it was set through, and updated in place (comment,
+        # percent, status, url; not its username, user or project).
+        commit = pr["commit_stop"]
+        flag = self._flags.get((commit, uid))
+        if flag is not None:
+            flag.update(changes)
             message = "Flag updated"
         else:
-            flag = {"uid": uid, "date_created": fields["date_updated"], **fields}
-            pr["flags"].append(flag)
+            flag = {"uid": uid, "username": str(data["username"]), "commit_hash": commit,
+                    "user": user, "project": pr["project"], "date_created": changes["date_updated"],
+                    **changes}
+            self._flags[(commit, uid)] = flag
             message = "Flag added"
         history.update(code=200, message=message, uid=uid)
         pr_json = self._pr_json(pr["project"], pr["id"])
@@ -396,6 +493,12 @@ class FakePagure(StandIn):
         if percent and not percent.isdigit():  # not recorded: Pagure's column is an integer
             errors["percent"] = ["Not a valid integer value."]
         return errors
+
+
+def request_token(request: Request) -> str:
+    """pagure/utils.py check_api_acls: whatever follows "token" in the Authorization header."""
+    authorization = request.headers.get("Authorization", "")
+    return authorization.split("token", 1)[1].strip() if "token" in authorization else ""
 
 
 def _split(project: str, namespace: str | None) -> tuple[str | None, str]:

@@ -5,6 +5,9 @@
 //! list, no recursion into hostile nesting) and a `serde_json::Value` in tests
 //! and fuzzing.
 
+mod json;
+mod python;
+
 use crate::config::Config;
 
 /// Longest comment text read; a longer comment is neither a command nor a
@@ -24,24 +27,6 @@ pub trait Node: Sized {
     fn boolean(&self) -> Option<bool>;
     /// The last element of a list.
     fn last(&self) -> Option<Self>;
-}
-
-impl Node for &serde_json::Value {
-    fn get(&self, key: &str) -> Option<Self> {
-        self.as_object()?.get(key).filter(|v| !v.is_null())
-    }
-    fn text(&self, max: usize) -> Option<String> {
-        self.as_str().filter(|s| s.len() <= max).map(str::to_owned)
-    }
-    fn uint(&self) -> Option<u64> {
-        self.as_u64()
-    }
-    fn boolean(&self) -> Option<bool> {
-        self.as_bool()
-    }
-    fn last(&self) -> Option<Self> {
-        self.as_array()?.last()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +87,10 @@ pub struct PullRequest {
     pub target_is_fork: bool,
     pub id: u64,
     pub status: PrStatus,
-    pub branch: String,
-    pub branch_from: String,
+    /// The branch the PR merges into (Pagure's `branch`).
+    pub target_branch: String,
+    /// The PR's own branch (Pagure's `branch_from`).
+    pub source_branch: String,
     /// The PR's tip; null in messages before 2016.
     pub commit: Option<String>,
     pub author: String,
@@ -154,10 +141,15 @@ fn parse_event<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Result<Event
     Ok(Event::NotOurs("not a topic poormanci listens to".into()))
 }
 
-/// The target project of a pull-request message, read before anything else:
-/// most bus traffic is about projects poormanci does not build, and this
-/// lets the caller drop it after a few lookups.
-pub fn pr_project<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Option<String> {
+/// Why this message can be dropped at once, if it can: most bus traffic is
+/// about projects poormanci does not build, and the target project is read
+/// with a few lookups, before anything else.
+pub fn not_ours_early<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Option<String> {
+    pr_project(cfg, topic, envelope).and_then(|p| crate::policy::unconfigured(cfg, &p))
+}
+
+/// The target project of a pull-request message.
+fn pr_project<N: Node>(cfg: &Config, topic: &str, envelope: &N) -> Option<String> {
     topic.strip_prefix(cfg.pagure.peer.topic.as_str())?.strip_prefix(".pull-request.")?;
     let body = envelope.get("msg")?;
     let pr = body.get("pullrequest").or_else(|| body.get("pull_request"))?;
@@ -210,8 +202,8 @@ pub fn parse_pr<N: Node>(pr: &N) -> Result<PullRequest, Malformed> {
         target_is_fork: project.get("parent").is_some(),
         id: need(pr.get("id").and_then(|i| i.uint()), "pullrequest.id", "a number")?,
         status,
-        branch: text("branch")?,
-        branch_from: text("branch_from")?,
+        target_branch: text("branch")?,
+        source_branch: text("branch_from")?,
         commit: pr.get("commit_stop").and_then(|c| c.text(MAX_FIELD)),
         author: name_of(&need(pr.get("user"), "pullrequest.user", "a dict")?, "pullrequest.user")?,
         source,
@@ -256,7 +248,7 @@ mod tests {
         let pr = pr_of(&m);
         assert_eq!((pr.project.as_str(), pr.id, pr.status), ("pungi", 235, PrStatus::Open));
         assert_eq!(pr.source, Source::Fork { user: "lsedlar".into() });
-        assert_eq!((pr.branch.as_str(), pr.branch_from.as_str()), ("master", "lorax-dir"));
+        assert_eq!((pr.target_branch.as_str(), pr.source_branch.as_str()), ("master", "lorax-dir"));
         assert_eq!(pr.commit, None);
         assert_eq!(pr.last_comment, None);
     }

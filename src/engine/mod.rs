@@ -1,0 +1,247 @@
+//! The one thread that owns the state: messages and task results come in
+//! on a channel, go through the policy, and become rows in the store; due
+//! tasks go out to the tokio runtime. Owning the store on one thread makes
+//! every decision atomic without locks.
+//!
+//! - here: the loop, dispatching due work, housekeeping
+//! - `on_message`: what a bus message does
+//! - `on_result`: what a task's answer does
+
+mod on_message;
+mod on_result;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::runtime::Handle;
+
+use crate::config::Config;
+use crate::event::Message;
+use crate::http::PeerError;
+use crate::pagure::Flag;
+use crate::store::{Run, Store, Task};
+use crate::web;
+use crate::work::Work;
+use crate::worker::{self, Peers, TaskResult};
+
+/// Tasks in flight at most; the per-peer limits apply inside.
+const MAX_IN_FLIGHT: usize = 256;
+/// Inputs handled in one store transaction at most.
+const BATCH: usize = 512;
+/// Follows have no retry deadline of their own: the queue and build timeouts end them.
+const NEVER: f64 = 1e15;
+
+pub enum Input {
+    Message(Message),
+    Done { task: i64, result: TaskResult },
+    Explain(Message, Sender<Vec<String>>),
+    /// Answers true when no task is running or due.
+    Idle(Sender<bool>),
+    /// Stop dispatching; leave once the tasks in flight are done or at the deadline.
+    Close(Instant),
+}
+
+pub fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+}
+
+pub struct Engine {
+    cfg: Arc<Config>,
+    store: Store,
+    /// None in dry-run: decisions are recorded, nothing is sent.
+    peers: Option<Arc<Peers>>,
+    rt: Handle,
+    tx: SyncSender<Input>,
+    /// Task ids in flight, with the key that serializes them (one flag
+    /// request at a time per PR and job, so an old pending cannot land last).
+    in_flight: HashMap<i64, Option<String>>,
+    busy_keys: HashSet<String>,
+    closing: Option<Instant>,
+    last_prune: f64,
+}
+
+impl Engine {
+    pub fn new(cfg: Arc<Config>, store: Store, peers: Option<Arc<Peers>>, rt: Handle, tx: SyncSender<Input>) -> Engine {
+        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0 }
+    }
+
+    pub fn run(mut self, rx: Receiver<Input>) {
+        loop {
+            let wait = self.next_wakeup();
+            let mut batch = Vec::new();
+            match rx.recv_timeout(wait) {
+                Ok(input) => batch.push(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(input) => batch.push(input),
+                    Err(_) => break,
+                }
+            }
+            let begun = self.store.begin();
+            if let Err(e) = &begun {
+                error!("state store: cannot start a transaction: {e}");
+            }
+            for input in batch {
+                // A bug must cost one input, never the engine thread.
+                if catch_unwind(AssertUnwindSafe(|| self.input(input))).is_err() {
+                    error!("internal error while handling an input; it was dropped (see the panic message above)");
+                }
+            }
+            let committed = self.store.commit();
+            if let Err(e) = &committed {
+                error!("state store: cannot commit: {e}");
+            }
+            web::metrics::heartbeat(begun.and(committed).map_err(|e| e.to_string()));
+            if let Some(deadline) = self.closing {
+                if self.in_flight.is_empty() || Instant::now() >= deadline {
+                    return;
+                }
+                continue;
+            }
+            self.housekeeping();
+            self.dispatch();
+        }
+    }
+
+    fn next_wakeup(&self) -> Duration {
+        if self.closing.is_some() {
+            return Duration::from_millis(50);
+        }
+        let next = self.store.next_due().ok().flatten().unwrap_or(f64::MAX);
+        Duration::from_secs_f64((next - now()).clamp(0.005, 1.0))
+    }
+
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Message(msg) => self.message(msg),
+            Input::Done { task, result } => self.done(task, result),
+            Input::Explain(msg, reply) => {
+                let _ = reply.send(self.explain(&msg));
+            }
+            Input::Idle(reply) => {
+                let due = self.store.next_due().ok().flatten().is_some_and(|d| d <= now());
+                let _ = reply.send(self.in_flight.is_empty() && !due);
+            }
+            Input::Close(deadline) => self.closing = Some(deadline),
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let t = now();
+        if t - self.last_prune > 3600.0 {
+            self.last_prune = t;
+            if let Err(e) = self.store.prune(t, self.cfg.web.keep_runs_secs()) {
+                warn!("state store: pruning failed: {e}");
+            }
+        }
+    }
+
+    // ---- recording work ---------------------------------------------------
+
+    /// Record work for a run, to be tried until the retry deadline.
+    fn add_work(&mut self, run: i64, work: Work, t: f64) {
+        let deadline = t + self.cfg.retry_deadline.as_secs_f64();
+        self.add_task(run, work, t, deadline);
+    }
+
+    fn add_task(&mut self, run: i64, work: Work, due: f64, deadline: f64) {
+        if let Err(e) = self.store.add_task(run, &work, due, deadline) {
+            error!("state store: cannot record a {} for run {run}: {e}", work.kind());
+        }
+    }
+
+    fn add_flag(&mut self, run: &Run, flag: Flag) {
+        // The newest flag for a PR and job replaces any not yet sent.
+        for old in self.store.tasks_of_pr(&run.project, run.pr, &run.job, Work::FLAG).unwrap_or_default() {
+            if !self.in_flight.contains_key(&old) {
+                let _ = self.store.delete_task(old);
+            }
+        }
+        self.add_work(run.id, Work::Flag(flag), now());
+    }
+
+    /// A flag task for the same PR and job recorded after this one.
+    fn newer_flag(&self, task: &Task, run: &Run) -> bool {
+        self.store.tasks_of_pr(&run.project, run.pr, &run.job, Work::FLAG).unwrap_or_default().iter().any(|&t| t > task.id)
+    }
+
+    // ---- sending work -----------------------------------------------------
+
+    /// Tasks with the same key run one at a time, in order: the flags of a
+    /// PR and job (an old pending must not land last), and its triggers and
+    /// cancels (a cancel must reach Jenkins before the next trigger).
+    fn serial_key(task: &Task, run: &Run) -> Option<String> {
+        let class = match task.work {
+            Work::Flag(_) => "flag",
+            Work::Trigger | Work::Cancel => "jenkins",
+            Work::Comment { .. } | Work::Follow { .. } | Work::Lookup { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } => {
+                return None
+            }
+        };
+        Some(format!("{class}:{}#{}:{}", run.project, run.pr, run.job))
+    }
+
+    fn dispatch(&mut self) {
+        let Some(peers) = self.peers.clone() else { return };
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            return;
+        }
+        let due = match self.store.due_tasks(now(), MAX_IN_FLIGHT + self.in_flight.len()) {
+            Ok(due) => due,
+            Err(e) => return error!("state store: cannot read due tasks: {e}"),
+        };
+        for task in due {
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
+                break;
+            }
+            if self.in_flight.contains_key(&task.id) {
+                continue;
+            }
+            let run = match self.store.run(task.run) {
+                Ok(Some(run)) => run,
+                _ => {
+                    let _ = self.store.delete_task(task.id);
+                    continue;
+                }
+            };
+            let key = Self::serial_key(&task, &run);
+            if let Some(k) = &key {
+                if !self.busy_keys.insert(k.clone()) {
+                    continue;
+                }
+            }
+            if let Work::Comment { text, tried: false } = &task.work {
+                // Recorded (autocommit) before the POST: a comment that may
+                // have reached Pagure is looked for before it is sent again.
+                let _ = self.store.set_work(task.id, &Work::Comment { text: text.clone(), tried: true });
+            }
+            self.in_flight.insert(task.id, key);
+            let (cfg, peers, tx, id) = (self.cfg.clone(), peers.clone(), self.tx.clone(), task.id);
+            let job = self.rt.spawn(worker::execute(cfg, peers, task, run));
+            // A second task reports back even if the first one panicked.
+            self.rt.spawn(async move {
+                let result = job.await.unwrap_or_else(|e| TaskResult::Failed(PeerError::Fatal(format!("internal error: {e}"))));
+                let _ = tx.send(Input::Done { task: id, result });
+            });
+        }
+    }
+
+    fn job_url(&self, job: &str) -> String {
+        crate::jenkins::job_url(&self.cfg.jenkins.peer.url, job)
+    }
+}
+
+/// What `poormanci status` shows, read while a hub may be running.
+pub fn status_of(dir: &std::path::Path) -> Result<Value, String> {
+    let store = Store::open_read_only(dir).map_err(|e| format!("cannot read the state store in {}: {e}", dir.display()))?;
+    store.status().map_err(|e| format!("cannot read the state store in {}: {e}", dir.display()))
+}

@@ -1,0 +1,263 @@
+//! What a bus message does: new runs (triggered or gated), commands, a
+//! Jenkins build's end.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{now, Engine, NEVER};
+use crate::event::Message;
+use crate::policy::{self, Command, Decision, Effect, Outcome, RunSpec, Supersede};
+use crate::store::{Run, RunState};
+use crate::web;
+use crate::work::{AfterTrust, Work};
+
+impl Engine {
+    pub(super) fn message(&mut self, msg: Message) {
+        let id = msg.msg_id.as_deref().unwrap_or("-");
+        let t = now();
+        if let Some(msg_id) = &msg.msg_id {
+            match self.store.first_sight(msg_id, t) {
+                Ok(true) => {}
+                Ok(false) => {
+                    web::metrics::message_duplicate();
+                    return debug!("msg {id} {}: ignored: already handled (same msg_id)", msg.topic);
+                }
+                Err(e) => return error!("msg {id} {}: dropped: state store: {e}", msg.topic),
+            }
+        }
+        let decision = policy::decide(&self.cfg, &msg, &self.store);
+        web::metrics::message_decided(&decision);
+        web::history::pull_request(&self.store, &self.cfg, &msg, t);
+        match decision {
+            Decision::Ignore(why) => debug!("msg {id} {}: ignored: {why}", msg.topic),
+            Decision::Refuse(why) => warn!("msg {id} {}: refused: {why}", msg.topic),
+            Decision::Trigger { runs, author } => self.start_runs(id, &msg.topic, runs, &author, t),
+            Decision::Commands { commands, user, spec } => self.commands(id, &msg.topic, commands, &user, spec, t),
+            Decision::BuildFinished { jobs, number } => self.build_finished(id, &msg.topic, &jobs, number),
+        }
+    }
+
+    /// New runs for a PR's commit: started when the author is trusted by the
+    /// config or the PR was approved; otherwise gated until Pagure (or a
+    /// trusted person's `/ok-to-test`) says so.
+    fn start_runs(&mut self, id: &str, topic: &str, specs: Vec<RunSpec>, author: &str, t: f64) {
+        let Some(first) = specs.first().cloned() else { return };
+        let cfg = self.cfg.clone();
+        let trust = cfg.trust(&first.project);
+        let go = policy::trusted_by_config(trust, author) || self.store.approved(&first.project, first.pr).unwrap_or(false);
+        let mut anchor = None;
+        for spec in specs {
+            match self.store.add_run(&spec, if go { RunState::Triggering } else { RunState::Gated }, t) {
+                Ok(run) => {
+                    let verb = if go { "trigger" } else { "gate" };
+                    info!("msg {id} {topic}: {verb} {} for {}#{} by {author} at {} (run {run})", spec.job, spec.project, spec.pr, policy::short(spec.commit.as_deref()));
+                    web::history::reason(&self.store, run, &web::history::reason_of_topic(topic, author));
+                    if go {
+                        self.trigger(run, t);
+                    } else {
+                        self.supersede(run, t);
+                    }
+                    anchor.get_or_insert(run);
+                }
+                Err(e) => error!("msg {id}: cannot record a run of {} for {}#{}: {e}", spec.job, spec.project, spec.pr),
+            }
+        }
+        match anchor {
+            Some(run) if !go && policy::trust_needs_pagure(trust) => {
+                self.add_work(run, Work::Trust { user: author.to_string(), then: AfterTrust::Release }, t);
+            }
+            Some(_) if !go => self.hold(&first.project, first.pr, t),
+            _ => {}
+        }
+    }
+
+    pub(super) fn trigger(&mut self, run: i64, t: f64) {
+        // Older builds are cancelled first: Jenkins would merge this trigger
+        // into an older one still waiting with the same parameters.
+        self.supersede(run, t);
+        self.add_work(run, Work::Trigger, t);
+    }
+
+    /// A newer run of a PR and job ends the older ones, as the policy says.
+    fn supersede(&mut self, newer: i64, t: f64) {
+        let Ok(Some(new)) = self.store.run(newer) else { return };
+        for old in self.store.open_runs_of_pr(&new.project, new.pr).unwrap_or_default() {
+            match policy::supersede(&self.cfg, (new.id, &new.spec), (old.id, &old.spec, old.state)) {
+                Supersede::Keep => continue,
+                Supersede::End => {}
+                Supersede::CancelAndEnd => {
+                    info!("run {} ({} for {}#{}): superseded by run {newer}; cancelling it in Jenkins", old.id, old.job, old.project, old.pr);
+                    self.add_work(old.id, Work::Cancel, t);
+                }
+            }
+            self.finish(&old, Outcome::Superseded, t);
+        }
+    }
+
+    /// The latest gated run of each job of a PR may go.
+    pub(super) fn release(&mut self, project: &str, pr: u64, t: f64) {
+        for run in self.latest_gated(project, pr) {
+            if self.store.release(run.id).unwrap_or(false) {
+                info!("run {} ({} for {}#{}): approved, triggering", run.id, run.job, run.project, run.pr);
+                self.trigger(run.id, t);
+            }
+        }
+    }
+
+    /// Gated runs wait for a trusted person: say so on the PR, once.
+    pub(super) fn hold(&mut self, project: &str, pr: u64, t: f64) {
+        let gated = self.latest_gated(project, pr);
+        let Some(first) = gated.first() else { return };
+        info!("{project}#{pr}: the author is not trusted; waiting for {}", self.cfg.commands.ok_to_test);
+        for run in &gated {
+            let page = web::public_pr_page(&self.cfg, &run.project, run.pr);
+            self.add_flag(run, policy::pending_approval(&self.cfg, &run.pr_url, page.as_deref()));
+        }
+        if self.store.first_sight(&format!("gate:{project}#{pr}"), t).unwrap_or(false) {
+            let text = policy::approval_notice(&self.cfg);
+            self.add_work(first.id, Work::Comment { text, tried: false }, t);
+        }
+    }
+
+    fn latest_gated(&self, project: &str, pr: u64) -> Vec<Run> {
+        let mut latest: HashMap<String, Run> = HashMap::new();
+        for run in self.store.open_runs_of_pr(project, pr).unwrap_or_default().into_iter().filter(|r| r.state == RunState::Gated) {
+            latest.insert(run.job.clone(), run);
+        }
+        let mut runs: Vec<Run> = latest.into_values().collect();
+        runs.sort_by_key(|r| r.id);
+        runs
+    }
+
+    fn commands(&mut self, id: &str, topic: &str, commands: Vec<Command>, user: &str, spec: RunSpec, t: f64) {
+        let cfg = self.cfg.clone();
+        let trust = cfg.trust(&spec.project);
+        if policy::trusted_by_config(trust, user) {
+            return self.obey(&commands, user, &spec, t);
+        }
+        if !policy::trust_needs_pagure(trust) {
+            return debug!("msg {id} {topic}: ignored: {commands:?} from {user}, who is not trusted");
+        }
+        debug!("msg {id} {topic}: {commands:?} from {user}: asking Pagure whether {user} is trusted");
+        // The trust question hangs on a run of the PR; a PR never seen gets gated runs.
+        let mut anchor = self.store.latest_run_of_pr(&spec.project, spec.pr).ok().flatten();
+        if anchor.is_none() {
+            for job in policy::jobs_for(&cfg, &spec.project, &spec.target_branch) {
+                match self.store.add_run(&RunSpec { job: job.job.clone(), ..spec.clone() }, RunState::Gated, t) {
+                    Ok(run) => {
+                        web::history::reason(&self.store, run, &format!("comment by {user} on a pull request not seen before"));
+                        anchor = anchor.or(Some(run))
+                    }
+                    Err(e) => error!("msg {id}: cannot record a run for {}#{}: {e}", spec.project, spec.pr),
+                }
+            }
+        }
+        let Some(anchor) = anchor else { return };
+        self.add_work(anchor, Work::Trust { user: user.to_string(), then: AfterTrust::Commands { commands, spec } }, t);
+    }
+
+    /// A trusted person's commands.
+    pub(super) fn obey(&mut self, commands: &[Command], user: &str, spec: &RunSpec, t: f64) {
+        for command in commands {
+            match policy::effect(&self.cfg, &spec.project, &spec.target_branch, command) {
+                Effect::Approve => {
+                    info!("{}#{}: approved by {user}", spec.project, spec.pr);
+                    let _ = self.store.approve(&spec.project, spec.pr, user, t);
+                    self.release(&spec.project, spec.pr, t);
+                }
+                Effect::Build(jobs) => {
+                    let why = match command {
+                        Command::Test(name) => format!("{} {name} by {user}", self.cfg.commands.test),
+                        _ => format!("{} by {user}", self.cfg.commands.retest),
+                    };
+                    for job in jobs {
+                        self.rebuild(RunSpec { job, ..spec.clone() }, user, &why, t);
+                    }
+                }
+                Effect::Nothing(why) => info!("{}#{}: {user} asked for {command:?}: {why}; nothing built", spec.project, spec.pr),
+            }
+        }
+    }
+
+    /// Build a job again at the PR's current commit, unless a build of that
+    /// commit is already queued or running.
+    fn rebuild(&mut self, spec: RunSpec, user: &str, why: &str, t: f64) {
+        let open = self.store.open_runs_of_pr(&spec.project, spec.pr).unwrap_or_default();
+        if open.iter().any(|r| r.job == spec.job && r.commit == spec.commit && r.state != RunState::Gated) {
+            return debug!("{}#{}: {} at {} is already queued or running", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
+        }
+        match self.store.add_run(&spec, RunState::Triggering, t) {
+            Ok(run) => {
+                info!("{}#{}: {user} asked: trigger {} at {} (run {run})", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
+                web::history::reason(&self.store, run, why);
+                self.trigger(run, t);
+            }
+            Err(e) => error!("cannot record a run of {} for {}#{}: {e}", spec.job, spec.project, spec.pr),
+        }
+    }
+
+    /// Jenkins says a build ended: make its run's follow look now, or find
+    /// out which run it is by the note poormanci gave as the cause.
+    fn build_finished(&mut self, id: &str, topic: &str, jobs: &[(String, String)], number: u64) {
+        let names: Vec<String> = jobs.iter().map(|(_, j)| j.clone()).collect();
+        let t = now();
+        let known = self.store.open_runs(&names, Some(number)).unwrap_or_default();
+        for run in &known {
+            debug!("msg {id} {topic}: build #{number} of {} is run {}: looking it up", run.job, run.id);
+            self.follow_now(run.id, t);
+        }
+        if !known.is_empty() {
+            return;
+        }
+        let waiting = self.store.open_runs(&names, None).unwrap_or_default();
+        if waiting.is_empty() {
+            return debug!("msg {id} {topic}: ignored: no run of {} is waiting for a build; not one of poormanci's", names.join(", "));
+        }
+        let mut asked = HashSet::new();
+        for run in waiting {
+            if asked.insert(run.job.clone()) {
+                debug!("msg {id} {topic}: build #{number} of {}: reading its cause to find the run", run.job);
+                self.add_work(run.id, Work::Lookup { number }, t);
+            }
+        }
+    }
+
+    pub(super) fn follow_now(&mut self, run: i64, t: f64) {
+        match self.store.tasks_of_run(run, Work::FOLLOW) {
+            Ok(tasks) if !tasks.is_empty() => {
+                for task in tasks {
+                    let _ = self.store.set_due(task.id, t);
+                }
+            }
+            _ => self.add_task(run, Work::Follow { polls: 0 }, t, NEVER),
+        }
+    }
+
+    pub(super) fn explain(&self, msg: &Message) -> Vec<String> {
+        match policy::decide(&self.cfg, msg, &self.store) {
+            Decision::Ignore(why) => vec![format!("ignore: {why}")],
+            Decision::Refuse(why) => vec![format!("refuse: {why}")],
+            Decision::Trigger { runs, author } => runs
+                .iter()
+                .map(|s| {
+                    let extra: String = self.cfg.job(&s.project, &s.job).into_iter().flat_map(|j| &j.parameters).map(|(k, v)| format!(" {k}={v}")).collect();
+                    format!(
+                        "trigger {} for {}#{} by {author} at {}: REPO={} BRANCH={} BRANCH_TO={}{extra}",
+                        s.job,
+                        s.project,
+                        s.pr,
+                        policy::short(s.commit.as_deref()),
+                        s.repo,
+                        s.source_branch,
+                        s.target_branch
+                    )
+                })
+                .collect(),
+            Decision::Commands { commands, user, spec } => {
+                vec![format!("commands {commands:?} from {user} on {}#{}, if {user} is trusted", spec.project, spec.pr)]
+            }
+            Decision::BuildFinished { jobs, number } => {
+                jobs.iter().map(|(p, j)| format!("look up build #{number} of {j} (project {p}) and report it")).collect()
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! What a task's answer does: retry, move a run on, finish and report it.
+
+use super::{now, Engine};
+use crate::http::PeerError;
+use crate::jenkins::{BuildInfo, QueueState};
+use crate::policy::{self, GivenUp, Head, Outcome};
+use crate::store::{Run, RunState, Task};
+use crate::web;
+use crate::work::{AfterTrust, Work};
+use crate::worker::TaskResult;
+
+impl Engine {
+    pub(super) fn done(&mut self, id: i64, result: TaskResult) {
+        if let Some(Some(key)) = self.in_flight.remove(&id) {
+            self.busy_keys.remove(&key);
+        }
+        let (Ok(Some(task)), t) = (self.store.task(id), now()) else { return };
+        let Ok(Some(run)) = self.store.run(task.run) else {
+            let _ = self.store.delete_task(id);
+            return;
+        };
+        let what = format!("{} of run {} ({} for {}#{})", task.work.kind(), run.id, run.job, run.project, run.pr);
+        match result {
+            // A newer flag for this PR and job waits behind this one (it
+            // could not go while this was in flight): retrying this one
+            // would land an old "pending" over it.
+            TaskResult::Failed(PeerError::Retry(e)) if matches!(task.work, Work::Flag(_)) && self.newer_flag(&task, &run) => {
+                debug!("{what} failed: {e}; dropped, a newer flag replaces it");
+                let _ = self.store.delete_task(id);
+            }
+            TaskResult::Failed(PeerError::Retry(e)) if matches!(task.work, Work::Follow { .. }) => {
+                debug!("{what}: {e}; polling again later");
+                self.poll_again(&task, t);
+            }
+            TaskResult::Failed(PeerError::Retry(e)) if t < task.deadline => {
+                let delay = policy::retry_delay(task.attempts, rand::random::<f64>());
+                web::metrics::retry(&task);
+                if task.attempts == 0 {
+                    warn!("{what} failed: {e}; retrying for up to {} s", (task.deadline - t) as u64);
+                } else {
+                    debug!("{what} failed again ({}): {e}; next try in {:.1} s", task.attempts + 1, delay.as_secs_f64());
+                }
+                let _ = self.store.retry_task(id, t + delay.as_secs_f64(), &task.work, Some(&e));
+            }
+            TaskResult::Failed(e) => {
+                let _ = self.store.delete_task(id);
+                self.give_up(&task, &run, &what, e.message(), t);
+            }
+            TaskResult::Sent => {
+                debug!("{what}: done");
+                web::metrics::delivered(&self.store, &task, &run, t);
+                let _ = self.store.delete_task(id);
+            }
+            TaskResult::Triggered(item) => {
+                web::metrics::triggered(&self.store, &task, &run, t);
+                let _ = self.store.delete_task(id);
+                info!("{what}: queued as {}", item.as_ref().map_or("an existing queue item".into(), |q| format!("queue item {}", q.id)));
+                let _ = self.store.set_queued(run.id, item.map(|q| q.id));
+                let job_url = self.job_url(&run.job);
+                let page = web::public_pr_page(&self.cfg, &run.project, run.pr);
+                self.add_flag(&run, policy::pending_queued(&job_url, page.as_deref()));
+                if self.cfg.jenkins.follow {
+                    self.add_task(run.id, Work::Follow { polls: 0 }, t + self.cfg.jenkins.poll_min.as_secs_f64(), super::NEVER);
+                }
+            }
+            TaskResult::Queue(state) => self.queue_state(&task, &run, state, t),
+            TaskResult::Build(info) => {
+                if matches!(task.work, Work::Lookup { .. }) {
+                    let _ = self.store.delete_task(id);
+                    self.looked_up(&run, info, t);
+                } else if let Some(result) = info.result {
+                    let _ = self.store.delete_task(id);
+                    let outcome = Outcome::Finished { number: info.number, url: info.url, result: result.as_str().to_string() };
+                    self.finish(&run, outcome, t);
+                } else if let Some(outcome) = policy::build_timed_out(&self.cfg, run.started.unwrap_or(t), t, info.number, &info.url) {
+                    let _ = self.store.delete_task(id);
+                    self.add_work(run.id, Work::Cancel, t);
+                    self.finish(&run, outcome, t);
+                } else {
+                    self.poll_again(&task, t);
+                }
+            }
+            TaskResult::Trust(trusted) => {
+                let _ = self.store.delete_task(id);
+                self.trust_answer(&task, &run, trusted, t);
+            }
+            TaskResult::Head(head) => {
+                let _ = self.store.delete_task(id);
+                self.report(&run, &task.work, head);
+            }
+        }
+    }
+
+    fn trust_answer(&mut self, task: &Task, run: &Run, trusted: bool, t: f64) {
+        let Work::Trust { user, then } = &task.work else {
+            return error!("run {}: a trust answer for a {} task", run.id, task.work.kind());
+        };
+        match then {
+            AfterTrust::Release if trusted => self.release(&run.project, run.pr, t),
+            AfterTrust::Release => self.hold(&run.project, run.pr, t),
+            AfterTrust::Commands { commands, spec } if trusted => self.obey(commands, user, spec, t),
+            AfterTrust::Commands { commands, .. } => debug!("{}#{}: ignored {commands:?} from {user}, who is not trusted", run.project, run.pr),
+        }
+    }
+
+    fn poll_again(&mut self, task: &Task, t: f64) {
+        let polls = match task.work {
+            Work::Follow { polls } => polls,
+            _ => 0,
+        };
+        let due = t + policy::poll_delay(&self.cfg, polls).as_secs_f64();
+        let _ = self.store.retry_task(task.id, due, &Work::Follow { polls: polls + 1 }, None);
+    }
+
+    fn queue_state(&mut self, task: &Task, run: &Run, state: QueueState, t: f64) {
+        match state {
+            QueueState::Waiting { .. } => match policy::queue_timed_out(&self.cfg, run.created, t) {
+                Some(outcome) => {
+                    let _ = self.store.delete_task(task.id);
+                    self.add_work(run.id, Work::Cancel, t);
+                    self.finish(run, outcome, t);
+                }
+                None => self.poll_again(task, t),
+            },
+            QueueState::Started { number, url } => {
+                info!("run {} ({} for {}#{}): build #{number} started", run.id, run.job, run.project, run.pr);
+                // Recorded at once: Jenkins forgets the queue item minutes after the start.
+                let _ = self.store.set_started(run.id, number, &url, t);
+                self.add_flag(run, policy::pending_running(number, &url));
+                let _ = self.store.retry_task(task.id, t, &Work::Follow { polls: 0 }, None);
+            }
+            QueueState::Cancelled => {
+                let _ = self.store.delete_task(task.id);
+                self.finish(run, Outcome::QueueCancelled, t);
+            }
+            QueueState::Gone => {
+                let _ = self.store.delete_task(task.id);
+                let why = format!("Jenkins forgot queue item {} before its build was seen", run.queue_id.unwrap_or_default());
+                self.finish(run, Outcome::Lost { why }, t);
+            }
+        }
+    }
+
+    /// A build found from a bus message: it is ours only if its note names
+    /// a run of this job still waiting to learn its build number.
+    fn looked_up(&mut self, asked: &Run, info: BuildInfo, t: f64) {
+        let note = info.note.as_deref().unwrap_or_default();
+        let run = policy::run_in_note(note)
+            .and_then(|id| self.store.run(id).ok().flatten())
+            .filter(|r| policy::cause(&r.pr_url, r.id) == note && r.job == asked.job)
+            .filter(|r| r.state != RunState::Done && r.build.is_none_or(|b| b == info.number));
+        let Some(run) = run else {
+            return debug!("build #{} of {}: not triggered by poormanci (cause {:?}); ignored", info.number, asked.job, info.note);
+        };
+        let _ = self.store.set_started(run.id, info.number, &info.url, t);
+        match info.result {
+            Some(result) => {
+                let outcome = Outcome::Finished { number: info.number, url: info.url, result: result.as_str().to_string() };
+                self.finish(&run, outcome, t);
+            }
+            None => self.follow_now(run.id, t + self.cfg.jenkins.poll_min.as_secs_f64()),
+        }
+    }
+
+    fn give_up(&mut self, task: &Task, run: &Run, what: &str, why: &str, t: f64) {
+        error!("{what} failed for good: {why}");
+        match policy::given_up(&task.work, why) {
+            GivenUp::Finish(outcome) => self.finish(run, outcome, t),
+            GivenUp::NotTrusted => self.trust_answer(task, run, false, t),
+            GivenUp::ReportAsIs => self.report(run, &task.work, None),
+            GivenUp::Drop => {}
+        }
+    }
+
+    /// The run is over: exactly once, queue the report (which first reads
+    /// the PR's head to avoid a stale green).
+    pub(super) fn finish(&mut self, run: &Run, outcome: Outcome, t: f64) {
+        let value = serde_json::to_value(&outcome).unwrap_or_default();
+        match self.store.finish(run.id, &value, t) {
+            Ok(true) if outcome == Outcome::Superseded => {
+                debug!("run {} ({} for {}#{}): superseded by a newer commit", run.id, run.job, run.project, run.pr);
+            }
+            Ok(true) => {
+                info!("run {} ({} for {}#{}): finished: {value}", run.id, run.job, run.project, run.pr);
+                web::metrics::finished(run, &outcome);
+                self.add_work(run.id, Work::CheckHeadThenReport { outcome }, t);
+            }
+            Ok(false) => debug!("run {}: already finished and reported", run.id),
+            Err(e) => error!("state store: cannot finish run {}: {e}", run.id),
+        }
+    }
+
+    fn report(&mut self, run: &Run, work: &Work, head: Option<String>) {
+        let Work::CheckHeadThenReport { outcome } = work else {
+            return error!("run {}: a report for a {} task", run.id, work.kind());
+        };
+        let newer = self.store.latest_run(&run.project, run.pr, &run.job).ok().flatten().is_some_and(|l| l != run.id);
+        let head = match (&run.commit, head) {
+            (Some(built), Some(head)) if *built != head => Head::MovedOn { head, rebuilding: newer },
+            _ => Head::Same,
+        };
+        let job_url = self.job_url(&run.job);
+        let mut report = policy::final_report(&self.cfg, &run.job, &job_url, run.commit.as_deref(), outcome, &head);
+        if newer {
+            // A newer run of this PR and job owns the flag now.
+            report.flag = None;
+        }
+        let t = now();
+        if let Some(flag) = report.flag {
+            info!("run {} ({} for {}#{}): flag {} \"{}\"", run.id, run.job, run.project, run.pr, flag.status.as_str(), flag.text);
+            self.add_flag(run, flag);
+        }
+        if let Some(text) = report.comment {
+            self.add_work(run.id, Work::Comment { text, tried: false }, t);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! How often to poll, how long to retry, when to give up waiting.
+
+use std::time::Duration;
+
+use super::report::Outcome;
+use crate::config::Config;
+use crate::work::Work;
+
+
+/// Delay before poll number `polls` of a queue item or build: starts at
+/// poll_min, grows by half each time, up to poll_max.
+pub fn poll_delay(cfg: &Config, polls: u32) -> Duration {
+    let min = cfg.jenkins.poll_min.as_secs_f64();
+    Duration::from_secs_f64((min * 1.5_f64.powi(polls.min(64) as i32)).min(cfg.jenkins.poll_max.as_secs_f64()))
+}
+
+/// Delay before retry number `attempt` of a failed request: exponential from
+/// 1 s up to 5 min, with jitter (`jitter` in 0..1) so that many retries
+/// after an outage do not all land at once.
+pub fn retry_delay(attempt: u32, jitter: f64) -> Duration {
+    let full = (2_f64.powi(attempt.min(20) as i32)).min(300.0);
+    Duration::from_secs_f64(full * (0.5 + jitter.clamp(0.0, 1.0) / 2.0))
+}
+
+/// A run still in the Jenkins queue past `queue_timeout` ends as an error.
+pub fn queue_timed_out(cfg: &Config, created: f64, now: f64) -> Option<Outcome> {
+    let limit = cfg.jenkins.queue_timeout;
+    (now - created > limit.as_secs_f64()).then_some(Outcome::NotStarted { after_secs: limit.as_secs() })
+}
+
+/// A build still running past `build_timeout` (from its start) ends as an error.
+pub fn build_timed_out(cfg: &Config, started: f64, now: f64, number: u64, url: &str) -> Option<Outcome> {
+    let limit = cfg.jenkins.build_timeout;
+    (now - started > limit.as_secs_f64()).then(|| Outcome::NotFinished { number, url: url.into(), after_secs: limit.as_secs() })
+}
+
+/// What a task that failed for good means for its run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GivenUp {
+    /// The run ends with this outcome (and is reported).
+    Finish(Outcome),
+    /// The trust question has no answer: not knowing is not trusting.
+    NotTrusted,
+    /// The PR's head is unknown: report as if it had not moved (a result
+    /// is better than none).
+    ReportAsIs,
+    /// Nothing more to do (a flag, comment or cancel is lost; logged).
+    Drop,
+}
+
+pub fn given_up(work: &Work, why: &str) -> GivenUp {
+    match work {
+        Work::Trigger => GivenUp::Finish(Outcome::TriggerFailed { why: why.to_string() }),
+        Work::Follow { .. } => GivenUp::Finish(Outcome::Lost { why: why.to_string() }),
+        Work::Trust { .. } => GivenUp::NotTrusted,
+        Work::CheckHeadThenReport { .. } => GivenUp::ReportAsIs,
+        Work::Cancel | Work::Flag(_) | Work::Comment { .. } | Work::Lookup { .. } => GivenUp::Drop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::config;
+
+    #[test]
+    fn delays_grow_and_stay_bounded() {
+        let cfg = config();
+        assert_eq!(poll_delay(&cfg, 0), cfg.jenkins.poll_min);
+        assert_eq!(poll_delay(&cfg, 1000), cfg.jenkins.poll_max);
+        assert!(retry_delay(0, 0.0) >= Duration::from_millis(500));
+        assert!(retry_delay(100, 1.0) <= Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,231 @@
+//! The work poormanci owes its peers, typed: one variant per kind of task,
+//! each with its own fields. A task row stores the tag (`kind`) and the
+//! other fields as JSON (`payload`); the tags are the kind strings of
+//! release 0.1.0, so a state store written by it still loads.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::pagure::Flag;
+use crate::policy::{Command, Outcome, RunSpec};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Work {
+    /// `buildWithParameters` for the run's job.
+    Trigger,
+    /// Take the run's build out of the Jenkins queue, or stop it.
+    Cancel,
+    /// Set the PR's flag for the run's job (one per PR and job, by uid).
+    Flag(Flag),
+    /// Comment on the PR. `tried`: a POST was attempted, so before another
+    /// the PR is searched for this text (comments are not idempotent).
+    Comment {
+        text: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tried: bool,
+    },
+    /// Poll the run's queue item, then its build, until it ends.
+    Follow {
+        #[serde(default)]
+        polls: u32,
+    },
+    /// Read build `number` of the run's job: is it one of ours?
+    Lookup { number: u64 },
+    /// The run ended: read the PR's head (no stale green), then report.
+    #[serde(rename = "report")]
+    CheckHeadThenReport { outcome: Outcome },
+    /// Ask Pagure whether `user` is trusted on the run's project, then act.
+    Trust {
+        user: String,
+        #[serde(flatten)]
+        then: AfterTrust,
+    },
+}
+
+/// What a trust answer unlocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "then", rename_all = "snake_case")]
+pub enum AfterTrust {
+    /// The PR's author: release its gated runs (or hold them).
+    Release,
+    /// A person's commands on the PR at `spec`'s commit.
+    Commands { commands: Vec<Command>, spec: RunSpec },
+}
+
+/// Where a run stands. Stored as its name; only the engine moves it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Waiting for a trusted person (or Pagure's word on the author).
+    Gated,
+    /// The trigger is being sent.
+    Triggering,
+    /// Jenkins queued it; no build number yet.
+    Queued,
+    Running,
+    /// Finished (or superseded) and reported: terminal.
+    Done,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Gated => "gated",
+            RunState::Triggering => "triggering",
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunState> {
+        [RunState::Gated, RunState::Triggering, RunState::Queued, RunState::Running, RunState::Done].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl rusqlite::types::FromSql for RunState {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = v.as_str()?;
+        RunState::parse(s).ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown run state {s:?}").into()))
+    }
+}
+
+impl rusqlite::ToSql for RunState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+/// Which peer a task talks to: each has its own bound on requests in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Jenkins,
+    Pagure,
+}
+
+impl Work {
+    pub const TRIGGER: &'static str = "trigger";
+    pub const CANCEL: &'static str = "cancel";
+    pub const FLAG: &'static str = "flag";
+    pub const COMMENT: &'static str = "comment";
+    pub const FOLLOW: &'static str = "follow";
+    pub const LOOKUP: &'static str = "lookup";
+    pub const REPORT: &'static str = "report";
+    pub const TRUST: &'static str = "trust";
+
+    /// The tag stored in the `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Work::Trigger => Self::TRIGGER,
+            Work::Cancel => Self::CANCEL,
+            Work::Flag(_) => Self::FLAG,
+            Work::Comment { .. } => Self::COMMENT,
+            Work::Follow { .. } => Self::FOLLOW,
+            Work::Lookup { .. } => Self::LOOKUP,
+            Work::CheckHeadThenReport { .. } => Self::REPORT,
+            Work::Trust { .. } => Self::TRUST,
+        }
+    }
+
+    pub fn peer(&self) -> Peer {
+        match self {
+            Work::Trigger | Work::Cancel | Work::Follow { .. } | Work::Lookup { .. } => Peer::Jenkins,
+            Work::Flag(_) | Work::Comment { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } => Peer::Pagure,
+        }
+    }
+
+    /// The fields other than the tag, as stored in `payload`.
+    pub fn payload(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.remove("kind");
+        }
+        v
+    }
+
+    /// The inverse of (`kind`, `payload`).
+    pub fn from_row(kind: &str, payload: &str) -> Result<Work, String> {
+        let mut v: Value = serde_json::from_str(payload).map_err(|e| format!("{kind} payload: {e}"))?;
+        let Value::Object(m) = &mut v else { return Err(format!("{kind} payload: not a JSON object")) };
+        m.insert("kind".into(), kind.into());
+        serde_json::from_value(v).map_err(|e| format!("{kind} payload: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pagure::FlagStatus;
+    use crate::store::Store;
+
+    fn every_kind() -> Vec<Work> {
+        let spec = RunSpec {
+            project: "pungi".into(),
+            pr: 1,
+            job: String::new(),
+            commit: None,
+            repo: "https://pagure.io/pungi.git".into(),
+            source_branch: "fix".into(),
+            target_branch: "main".into(),
+            pr_url: "https://pagure.io/pungi/pull-request/1".into(),
+        };
+        vec![
+            Work::Trigger,
+            Work::Cancel,
+            Work::Flag(Flag { status: FlagStatus::Pending, percent: None, text: "Build queued".into(), url: "u".into() }),
+            Work::Comment { text: "hi".into(), tried: true },
+            Work::Follow { polls: 3 },
+            Work::Lookup { number: 7 },
+            Work::CheckHeadThenReport { outcome: Outcome::QueueCancelled },
+            Work::Trust { user: "alice".into(), then: AfterTrust::Release },
+            Work::Trust { user: "alice".into(), then: AfterTrust::Commands { commands: vec![Command::Retest], spec } },
+        ]
+    }
+
+    #[test]
+    fn kinds_round_trip_through_a_row() {
+        for work in every_kind() {
+            let tag = serde_json::to_value(&work).unwrap()["kind"].clone();
+            assert_eq!(tag, work.kind(), "{work:?}");
+            assert_eq!(Work::from_row(work.kind(), &work.payload().to_string()), Ok(work));
+        }
+    }
+
+    /// A state store written by release 0.1.0 loads: every task becomes
+    /// typed work and every run has a known state.
+    #[test]
+    fn state_store_of_release_0_1_0_loads() {
+        let dir = std::env::temp_dir().join(format!("poormanci-state-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/state-0.1.0.sqlite3");
+        std::fs::copy(file, dir.join("poormanci.sqlite3")).unwrap();
+        let store = Store::open(&dir).unwrap();
+        let tasks = store.due_tasks(f64::MAX, 1000).unwrap();
+        let mut kinds: Vec<&str> = tasks.iter().map(|t| t.work.kind()).collect();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds, ["cancel", "comment", "flag", "follow", "lookup", "report", "trigger", "trust"]);
+        let find = |f: &dyn Fn(&Work) -> bool| tasks.iter().find(|t| f(&t.work)).unwrap_or_else(|| panic!("{tasks:#?}")).clone();
+        assert_eq!(find(&|w| matches!(w, Work::Lookup { .. })).work, Work::Lookup { number: 99 });
+        let commands = find(&|w| matches!(w, Work::Trust { then: AfterTrust::Commands { .. }, .. }));
+        let Work::Trust { user, then: AfterTrust::Commands { commands, spec } } = commands.work else { unreachable!() };
+        assert_eq!((user.as_str(), commands), ("aavrug", vec![Command::Retest, Command::Test("pungi-docs".into())]));
+        assert_eq!((spec.pr, spec.source_branch.as_str(), spec.target_branch.as_str()), (236, "master", "master"));
+        let flag = find(&|w| matches!(w, Work::Flag(f) if f.text == "Build queued"));
+        assert!(matches!(flag.work, Work::Flag(Flag { status: FlagStatus::Pending, percent: None, .. })));
+        assert!(tasks.iter().any(|t| matches!(t.work, Work::Comment { .. }) && t.attempts == 1));
+        assert!(tasks.iter().any(|t| t.work == Work::CheckHeadThenReport { outcome: Outcome::QueueCancelled }));
+        let mut states = Vec::new();
+        for id in 1..=10 {
+            let run = store.run(id).unwrap().unwrap();
+            states.push(run.state);
+        }
+        for state in [RunState::Done, RunState::Triggering, RunState::Gated, RunState::Queued] {
+            assert!(states.contains(&state), "{state:?} in {states:?}");
+        }
+        let run = store.run(3).unwrap().unwrap();
+        assert_eq!((run.source_branch.as_str(), run.target_branch.as_str()), ("lorax-dir", "master"));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
