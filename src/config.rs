@@ -460,10 +460,25 @@ impl Checker {
         }
     }
 
+    /// A URL with `user:password@` is refused: it would show in every flag's
+    /// link, log line, `cause` and the state store. The line never repeats it.
+    fn url_without_credentials(&mut self, key: &str, url: Url) -> Option<Url> {
+        if url.username().is_empty() && url.password().is_none() {
+            return Some(url);
+        }
+        let instead = match key {
+            "poormanci.jenkins.url" => "put the user in poormanci.jenkins.user and the API token in poormanci.jenkins.api_token",
+            "poormanci.pagure.url" => "put the API token in poormanci.pagure.token",
+            _ => "put credentials in their own keys",
+        };
+        self.problem(format!("{key}: has credentials in it; {instead}"));
+        None
+    }
+
     fn peer(&mut self, sect: &str, m: &Section, default_topic: &str) -> Option<PeerConfig> {
         let url = match self.req_str(sect, m, "url") {
             Some(s) => match Url::parse(&s) {
-                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => self.url_without_credentials(&format!("{sect}.url"), u),
                 _ => self.wrong(&format!("{sect}.url"), "an http:// or https:// URL"),
             },
             None => None,
@@ -641,6 +656,21 @@ mod tests {
                 "poormanci.pagure.comment: expected True or False",
                 "poormanci.jenkins.url: expected an http:// or https:// URL",
                 "poormanci.projects['pungi'][0].token: missing (expected a string)",
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_without_repeating_them() {
+        let mut v = good();
+        v["poormanci.jenkins"]["url"] = json!("https://ci:S3CRET@jenkins.example.org/");
+        v["poormanci.pagure"]["url"] = json!("https://T0KEN@pagure.io");
+        let errs = Config::from_value(&v).unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "poormanci.pagure.url: has credentials in it; put the API token in poormanci.pagure.token",
+                "poormanci.jenkins.url: has credentials in it; put the user in poormanci.jenkins.user and the API token in poormanci.jenkins.api_token",
             ]
         );
     }

@@ -3,9 +3,11 @@
 //! request, recorded before it is tried and deleted once it succeeded) and
 //! the msg_ids already seen. Only the engine thread writes.
 
-use std::path::Path;
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use serde_json::{json, Value};
 
 use crate::policy::{History, RunSpec};
@@ -125,12 +127,132 @@ fn task_from(r: &Row) -> Result<Task> {
     })
 }
 
+/// The store's file in state_dir; SQLite adds `-wal` and `-shm` next to it.
+pub const FILE: &str = "poormanci.sqlite3";
+
+/// Create state_dir, 0700 (it holds tokens' work and PR data), when it does
+/// not exist; one that exists is left as the operator made it.
+fn create_state_dir(dir: &Path) -> std::result::Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let failed = |e: std::io::Error| format!("cannot create state_dir {}: {e}", dir.display());
+    DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(failed)?;
+    // The umask only takes bits away, possibly ours: set the mode exactly.
+    std::fs::set_permissions(dir, Permissions::from_mode(0o700)).map_err(failed)
+}
+
+/// Open (create) a file readable by its owner only, whatever the umask,
+/// tightening one an older version made 0644.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    file.set_permissions(Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// Hold state_dir for one poormanci: the lock is released when the file is
+/// dropped (or the process ends).
+pub fn lock(dir: &Path) -> std::result::Result<File, String> {
+    create_state_dir(dir)?;
+    let path = dir.join("lock");
+    let file = private_file(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        format!("state_dir {} is in use by another poormanci (a running hub?); stop it or use another state_dir", dir.display())
+    })?;
+    Ok(file)
+}
+
+/// Why a store file could not be used.
+enum OpenError {
+    /// Not a database, or failing its check: set it aside and start afresh.
+    Damaged(String),
+    /// Anything else (permissions, disk): the file may be fine; leave it be.
+    Unusable(String),
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(e: rusqlite::Error) -> OpenError {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => OpenError::Damaged(e.to_string()),
+            _ => OpenError::Unusable(e.to_string()),
+        }
+    }
+}
+
+/// `<path><suffix>`: SQLite's names for a database's WAL and shared memory.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Rename a damaged store, its WAL and SHM to `<file>.damaged-<UTC time>`
+/// (and `-wal`, `-shm`: SQLite opens the kept copy with its WAL as it was).
+fn set_aside(path: &Path) -> std::result::Result<PathBuf, String> {
+    let when: String = Connection::open_in_memory()
+        .and_then(|c| c.query_row("SELECT strftime('%Y%m%dT%H%M%fZ', 'now')", [], |r| r.get(0)))
+        .map_err(|e| format!("cannot read the time: {e}"))?;
+    let aside = with_suffix(path, &format!(".damaged-{when}"));
+    for suffix in ["", "-wal", "-shm"] {
+        let (from, to) = (with_suffix(path, suffix), with_suffix(&aside, suffix));
+        if suffix.is_empty() || from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| format!("cannot rename {} to {}: {e}", from.display(), to.display()))?;
+        }
+    }
+    Ok(aside)
+}
+
 impl Store {
+    /// The store in `dir`, made if new. A damaged one (not a database, or
+    /// failing `PRAGMA quick_check`) is kept aside and replaced by an empty
+    /// one, with one ERROR line: poormanci keeps working for new messages.
     pub fn open(dir: &Path) -> std::result::Result<Store, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state_dir {}: {e}", dir.display()))?;
-        let path = dir.join("poormanci.sqlite3");
-        let db = Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        Self::setup(db).map_err(|e| format!("cannot use {}: {e}", path.display()))
+        create_state_dir(dir)?;
+        let path = dir.join(FILE);
+        let unusable = |e: &dyn std::fmt::Display| format!("cannot use {}: {e}", path.display());
+        let why = match Self::open_checked(&path) {
+            Ok(store) => return Ok(store),
+            Err((OpenError::Unusable(e), _)) => return Err(unusable(&e)),
+            Err((OpenError::Damaged(why), db)) => {
+                // Renamed while SQLite still has the files open: closing then
+                // cannot fold the WAL into, or delete it from, the new store.
+                let aside = set_aside(&path);
+                drop(db);
+                let aside = aside.map_err(|e| format!("state store {} is damaged ({why}) and {e}", path.display()))?;
+                error!(
+                    "state store {} is damaged ({why}); kept aside as {} and started afresh: work it held (builds being followed, reports not sent) is not done",
+                    path.display(),
+                    aside.display()
+                );
+                why
+            }
+        };
+        Self::open_checked(&path).map_err(|(e, _)| match e {
+            OpenError::Damaged(e) | OpenError::Unusable(e) => format!("{} (after setting aside a damaged one: {why})", unusable(&e)),
+        })
+    }
+
+    /// The store, or why not (with the connection, still open, when it is damaged).
+    fn open_checked(path: &Path) -> std::result::Result<Store, (OpenError, Option<Connection>)> {
+        // Made 0600 before SQLite opens it: SQLite gives the WAL and SHM the
+        // database file's mode.
+        for suffix in ["", "-wal", "-shm"] {
+            let file = with_suffix(path, suffix);
+            if suffix.is_empty() || file.exists() {
+                private_file(&file).map_err(|e| (OpenError::Unusable(format!("{}: {e}", file.display())), None))?;
+            }
+        }
+        let db = Connection::open(path).map_err(|e| (e.into(), None))?;
+        let checked = Self::setup(&db).and_then(|()| {
+            // The first problem is enough to say it is damaged.
+            let check: String = db.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+            Ok(check)
+        });
+        match checked {
+            Ok(check) if check == "ok" => Ok(Store { db }),
+            Ok(check) => Err((OpenError::Damaged(format!("quick_check: {}", crate::http::one_line(&check, 200))), Some(db))),
+            Err(e) => Err((e.into(), Some(db))),
+        }
     }
 
     pub fn open_read_only(dir: &Path) -> Result<Store> {
@@ -141,18 +263,19 @@ impl Store {
 
     /// A store that forgets everything when dropped (dry runs, tests).
     pub fn open_in_memory() -> Store {
-        Self::setup(Connection::open_in_memory().expect("SQLite in memory")).expect("SQLite schema")
+        let db = Connection::open_in_memory().expect("SQLite in memory");
+        Self::setup(&db).expect("SQLite schema");
+        Store { db }
     }
 
-    fn setup(db: Connection) -> Result<Store> {
+    fn setup(db: &Connection) -> Result<()> {
         // WAL + NORMAL: a commit survives the process being killed (not a
         // power cut), at a fraction of the cost of FULL.
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
-        crate::web::history::migrate(&db)?;
-        Ok(Store { db })
+        crate::web::history::migrate(db)
     }
 
     /// The engine's connection, for the status page's own records (crate::web::history).
@@ -429,6 +552,82 @@ mod tests {
         s.retry_task(early, 30.0, &Work::Trigger, Some("503")).unwrap();
         assert_eq!(s.due_tasks(25.0, 10).unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), [late]);
         assert_eq!(s.task(early).unwrap().unwrap().attempts, 1);
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("poormanci-store-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        dir
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn kept_aside(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.contains(".damaged-")).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_kept_aside() {
+        let dir = temp_dir("notadb");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(FILE), b"this is not a database, it is a shopping list").unwrap();
+        std::fs::write(dir.join(format!("{FILE}-wal")), b"junk wal").unwrap();
+        let s = Store::open(&dir).unwrap();
+        assert!(s.first_sight("m1", 1.0).unwrap());
+        let aside = kept_aside(&dir);
+        assert_eq!(aside.len(), 3, "{aside:?}");
+        assert!(aside[1].ends_with("-shm") && aside[2].ends_with("-wal"), "{aside:?}");
+        assert_eq!(std::fs::read(dir.join(&aside[2])).unwrap(), b"junk wal");
+        assert_eq!(std::fs::read(dir.join(&aside[0])).unwrap(), b"this is not a database, it is a shopping list");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_database_failing_quick_check_is_kept_aside() {
+        let dir = temp_dir("corrupt");
+        let s = Store::open(&dir).unwrap();
+        for i in 0..2000 {
+            s.first_sight(&format!("2026-{i:05}-some-long-message-id"), 1.0).unwrap();
+        }
+        drop(s); // checkpoints the WAL into the file
+        // Overwrite a page in the middle of the seen table with garbage.
+        let path = dir.join(FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096;
+        assert!(bytes.len() > 10 * page);
+        bytes[5 * page..6 * page].fill(0xA5);
+        std::fs::write(&path, &bytes).unwrap();
+        let s = Store::open(&dir).unwrap();
+        assert!(s.first_sight("2026-00001-some-long-message-id", 2.0).unwrap(), "a fresh store");
+        assert_eq!(kept_aside(&dir).iter().filter(|n| !n.ends_with("-wal") && !n.ends_with("-shm")).count(), 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_unreadable_store_is_not_taken_for_a_damaged_one() {
+        let dir = temp_dir("dir-as-db");
+        std::fs::create_dir_all(dir.join(FILE)).unwrap();
+        assert!(Store::open(&dir).is_err());
+        assert!(kept_aside(&dir).is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn state_dir_0700_and_files_0600() {
+        let dir = temp_dir("modes").join("state");
+        // The usual umask (022) would give 0755 and 0644; tests/test_hardening.py tries umask 0.
+        let (_lock, store) = (lock(&dir).unwrap(), Store::open(&dir).unwrap());
+        store.first_sight("m", 1.0).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for name in [FILE, &format!("{FILE}-wal"), &format!("{FILE}-shm"), "lock"] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        std::fs::remove_dir_all(dir.parent().unwrap()).ok();
     }
 
     #[test]

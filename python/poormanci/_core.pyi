@@ -65,4 +65,5 @@ class Core:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop taking work, let requests in flight finish for up to ``timeout``
-        seconds; what is left stays recorded for the next start."""
+        seconds; what is left stays recorded for the next start. Releases the
+        state_dir lock: a new Core may then use the same state_dir."""

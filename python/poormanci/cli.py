@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
+from poormanci.config import poormanci_keys
+
 OK, PROBLEMS, USAGE = 0, 1, 2
 STORE_FILE = "poormanci.sqlite3"  # inside state_dir (src/store.rs)
 
@@ -124,7 +126,7 @@ def core_check(config: dict) -> dict:
     """The core's own check: {"problems", "warnings", "summary"}."""
     from poormanci._core import check_config
 
-    return check_config(config)
+    return check_config(poormanci_keys(config))
 
 
 def state_dir_of(config: dict) -> str:
@@ -168,7 +170,7 @@ def cmd_check_config(args) -> int:
         print(f"{len(problems)} problem(s): poormanci would not start with this config")
         return PROBLEMS
     try:
-        core = Core(config, dry_run=True)
+        core = Core(poormanci_keys(config), dry_run=True)
     except (ValueError, RuntimeError) as e:  # ConfigError is a ValueError
         raise Problem(str(e)) from e
     try:
@@ -244,7 +246,7 @@ def cmd_replay(args) -> int:
         raise Problem(f"{len(problems)} problem(s) in the config (see poormanci check-config)")
     try:
         # A real Core takes the state_dir lock: it fails here while a hub runs.
-        core = Core(config, dry_run=args.dry_run)
+        core = Core(poormanci_keys(config), dry_run=args.dry_run)
     except RuntimeError as e:
         raise Problem(str(e)) from e
     bad = 0
