@@ -167,7 +167,7 @@ impl Config {
         (config, c.warnings)
     }
 
-    /// What `poormanci check-config` prints: projects, jobs, topics, state_dir.
+    /// What `poormanci check-config` prints: projects, jobs, topics, state_dir, status page.
     pub fn summary(&self) -> Value {
         let projects: Map<String, Value> = self
             .projects
@@ -187,7 +187,12 @@ impl Config {
                 (name.clone(), Value::Array(jobs))
             })
             .collect();
-        serde_json::json!({"projects": projects, "topics": self.topics(), "state_dir": self.state_dir.display().to_string()})
+        let web = serde_json::json!({
+            "listen": self.web.listen.map(|a| a.to_string()),
+            "public_url": self.web.public_url.as_ref().map(|u| u.to_string()),
+            "history_days": self.web.history_days,
+        });
+        serde_json::json!({"projects": projects, "topics": self.topics(), "state_dir": self.state_dir.display().to_string(), "web": web})
     }
 }
 
