@@ -224,7 +224,9 @@ pub fn scrape(db: &Connection, now: f64) -> Result<String, String> {
 /// The history only grows or shrinks by a few runs a minute: its size is
 /// counted at most once every DONE_TTL, keeping a scrape at a few ms.
 const DONE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-static DONE: Mutex<Option<(std::time::Instant, Vec<(String, i64)>)>> = Mutex::new(None);
+/// (project, finished runs) of each project, and when they were counted.
+type Counted = (std::time::Instant, Vec<(String, i64)>);
+static DONE: Mutex<Option<Counted>> = Mutex::new(None);
 
 fn done_runs(db: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     if let Some((at, counts)) = DONE.lock().ok().and_then(|d| d.clone()) {
