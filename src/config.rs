@@ -49,6 +49,13 @@ pub struct PagureConfig {
     pub flag_name: String,
     pub comment: bool,
     pub user: Option<String>,
+    /// How often reports Pagure refused for authorization (401, 403) are
+    /// tried again, waiting for a working token.
+    pub token_retry: Duration,
+    /// A refused command refreshes the project's ACL first, at most once per
+    /// project this often (a new committer is heard at once, a flood of
+    /// refusals does not become a flood of requests).
+    pub acl_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -209,7 +216,7 @@ const ROOT_KEYS: &[&str] = &[
     "poormanci.web",
 ];
 const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
-const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user"];
+const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user", "token_retry", "acl_refresh"];
 const JENKINS_KEYS: &[&str] =
     &["user", "api_token", "follow", "poll_min", "poll_max", "queue_timeout", "build_timeout", "cancel_superseded"];
 const COMMAND_KEYS: &[&str] = &["ok_to_test", "retest", "test"];
@@ -234,6 +241,8 @@ impl Checker {
         let flag_name = c.opt_str("poormanci.pagure", &pagure, "flag_name");
         let comment = c.opt_bool("poormanci.pagure", &pagure, "comment", true);
         let user = c.opt_str("poormanci.pagure", &pagure, "user");
+        let token_retry = c.duration("poormanci.pagure", &pagure, "token_retry", 300.0);
+        let acl_refresh = c.duration("poormanci.pagure", &pagure, "acl_refresh", 60.0);
 
         let jenkins_peer = c.peer("poormanci.jenkins", &jenkins, DEFAULT_JENKINS_TOPIC);
 
@@ -291,6 +300,8 @@ impl Checker {
                 flag_name: flag_name.unwrap_or_else(|| "Jenkins".into()),
                 comment,
                 user,
+                token_retry,
+                acl_refresh,
             },
             jenkins: JenkinsConfig {
                 peer: jenkins_peer.unwrap(),

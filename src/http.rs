@@ -35,6 +35,10 @@ pub enum PeerError {
     /// thing, or an answer that is not the documented shape.
     #[error("{0}")]
     Fatal(String),
+    /// Refused for authorization (401, 403): fixed by a new token or ACL,
+    /// not by waiting, but worth trying again once it is fixed.
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl PeerError {
@@ -44,7 +48,7 @@ impl PeerError {
 
     pub fn message(&self) -> &str {
         match self {
-            PeerError::Retry(m) | PeerError::Fatal(m) => m,
+            PeerError::Retry(m) | PeerError::Fatal(m) | PeerError::Unauthorized(m) => m,
         }
     }
 

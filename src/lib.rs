@@ -51,6 +51,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConfigError", m.py().get_type::<python::ConfigError>())?;
     m.add_function(wrap_pyfunction!(python::check_config, m)?)?;
     m.add_function(wrap_pyfunction!(python::read_status, m)?)?;
+    m.add_function(wrap_pyfunction!(python::check_pagure_token, m)?)?;
     m.add_class::<python::Core>()?;
     Ok(())
 }

@@ -108,6 +108,21 @@ pub fn check_config<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResul
     Ok(pythonize::pythonize(py, &answer)?)
 }
 
+/// What Pagure says of the configured token and its ACLs, for
+/// `poormanci check-config`: `problems`, `warnings`, `summary` (a line or None).
+#[pyfunction]
+pub fn check_pagure_token<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let (cfg, _) = config_from(config)?.map_err(|p| config_error(py, p))?;
+    let pagure = crate::pagure::Pagure::new(&cfg.pagure).map_err(PyRuntimeError::new_err)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the I/O runtime: {e}")))?;
+    let verdict = py.detach(|| runtime.block_on(worker::check_token(&cfg, &pagure)));
+    let answer = serde_json::json!({"problems": verdict.problems, "warnings": verdict.warnings, "summary": verdict.summary});
+    Ok(pythonize::pythonize(py, &answer)?)
+}
+
 /// The state store's pending work, for `poormanci status`.
 #[pyfunction]
 pub fn read_status<'py>(py: Python<'py>, state_dir: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -156,6 +171,18 @@ impl Core {
             if peer.insecure && !dry_run {
                 warn!("poormanci.{name}.insecure is on: TLS certificates of {} are NOT verified", peer.url);
             }
+        }
+        if let Some(peers) = peers.clone() {
+            // Said once at start, without holding it up: Pagure may be down.
+            let cfg = cfg.clone();
+            runtime.spawn(async move {
+                let verdict = worker::check_token(&cfg, &peers.pagure).await;
+                verdict.problems.iter().for_each(|p| error!("{p}"));
+                verdict.warnings.iter().for_each(|w| warn!("{w}"));
+                if let Some(summary) = verdict.summary {
+                    info!("{summary}");
+                }
+            });
         }
         let (tx, rx) = mpsc::sync_channel(INBOX);
         let engine = Engine::new(cfg.clone(), store, peers, runtime.handle().clone(), tx.clone());

@@ -64,14 +64,29 @@ pub struct Engine {
     busy_keys: HashSet<String>,
     closing: Option<Instant>,
     last_prune: f64,
+    /// Some work waits for a working Pagure token (401, 403).
+    token_held: bool,
+    /// (project, kind of task) Pagure refused, already said at WARNING.
+    refused: HashSet<(String, &'static str)>,
 }
 
 impl Engine {
     pub fn new(cfg: Arc<Config>, store: Store, peers: Option<Arc<Peers>>, rt: Handle, tx: SyncSender<Input>) -> Engine {
-        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0 }
+        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0, token_held: false, refused: HashSet::new() }
     }
 
     pub fn run(mut self, rx: Receiver<Input>) {
+        if self.peers.is_some() {
+            // The token may have been fixed while poormanci was stopped.
+            match self.store.wake_held(now()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!("{n} request(s) kept for a working Pagure token: trying them now");
+                    self.token_held = true;
+                }
+                Err(e) => error!("state store: cannot wake the work kept for a token: {e}"),
+            }
+        }
         loop {
             let wait = self.next_wakeup();
             let mut batch = Vec::new();
@@ -183,9 +198,12 @@ impl Engine {
         let class = match task.work {
             Work::Flag(_) => "flag",
             Work::Trigger | Work::Cancel => "jenkins",
-            Work::Comment { .. } | Work::Follow { .. } | Work::Lookup { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } => {
-                return None
-            }
+            Work::Comment { .. }
+            | Work::Follow { .. }
+            | Work::Lookup { .. }
+            | Work::CheckHeadThenReport { .. }
+            | Work::Trust { .. }
+            | Work::CloseStaleFlag { .. } => return None,
         };
         Some(format!("{class}:{}#{}:{}", run.project, run.pr, run.job))
     }

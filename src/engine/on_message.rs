@@ -89,7 +89,19 @@ impl Engine {
                     self.add_work(old.id, Work::Cancel, t);
                 }
             }
+            // Its pending flag ("waiting", "queued", "running") stays on its
+            // commit unless closed there; a run still triggering has none yet.
+            if old.state != RunState::Triggering {
+                self.close_stale_flag(&old, new.commit.as_deref(), t);
+            }
             self.finish(&old, Outcome::Superseded, t);
+        }
+    }
+
+    /// Close `run`'s flag left on its commit, now that the PR is at `newer`.
+    pub(super) fn close_stale_flag(&mut self, run: &Run, newer: Option<&str>, t: f64) {
+        if let Some((commit, flag)) = policy::stale_flag(run.commit.as_deref(), newer, &run.pr_url) {
+            self.add_work(run.id, Work::CloseStaleFlag { commit, flag }, t);
         }
     }
 
@@ -132,10 +144,12 @@ impl Engine {
         let cfg = self.cfg.clone();
         let trust = cfg.trust(&spec.project);
         if policy::trusted_by_config(trust, user) {
+            debug!("msg {id} {topic}: {commands:?} from {user}, trusted by the config");
             return self.obey(&commands, user, &spec, t);
         }
         if !policy::trust_needs_pagure(trust) {
-            return debug!("msg {id} {topic}: ignored: {commands:?} from {user}, who is not trusted");
+            let why = policy::why_not_trusted(trust, &spec.project, user);
+            return info!("msg {id} {topic}: refused {commands:?} on {}#{}: {why}", spec.project, spec.pr);
         }
         debug!("msg {id} {topic}: {commands:?} from {user}: asking Pagure whether {user} is trusted");
         // The trust question hangs on a run of the PR; a PR never seen gets gated runs.
