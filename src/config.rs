@@ -156,6 +156,8 @@ pub struct Config {
     pub commands: Commands,
     pub state_dir: PathBuf,
     pub retry_deadline: Duration,
+    /// `poormanci.web` (status page): read in crate::web::config.
+    pub web: crate::web::config::WebConfig,
 }
 
 impl Config {
@@ -172,7 +174,7 @@ impl Config {
         (config, c.warnings)
     }
 
-    /// What `poormanci check-config` prints: projects, jobs, topics, state_dir.
+    /// What `poormanci check-config` prints: projects, jobs, topics, state_dir, status page.
     pub fn summary(&self) -> Value {
         let projects: Map<String, Value> = self
             .projects
@@ -192,7 +194,12 @@ impl Config {
                 (name.clone(), Value::Array(jobs))
             })
             .collect();
-        serde_json::json!({"projects": projects, "topics": self.topics(), "state_dir": self.state_dir.display().to_string()})
+        let web = serde_json::json!({
+            "listen": self.web.listen.map(|a| a.to_string()),
+            "public_url": self.web.public_url.as_ref().map(|u| u.to_string()),
+            "history_days": self.web.history_days,
+        });
+        serde_json::json!({"projects": projects, "topics": self.topics(), "state_dir": self.state_dir.display().to_string(), "web": web})
     }
 }
 
@@ -206,6 +213,7 @@ const ROOT_KEYS: &[&str] = &[
     "poormanci.commands",
     "poormanci.state_dir",
     "poormanci.retry_deadline",
+    "poormanci.web",
 ];
 const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
 const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user", "token_retry", "acl_refresh"];
@@ -273,6 +281,13 @@ impl Checker {
             Some(_) => c.wrong("poormanci.state_dir", "a directory path"),
         };
         let retry_deadline = c.duration_at("poormanci.retry_deadline", root.get("poormanci.retry_deadline"), 3600.0);
+        if let Some(Value::Object(web)) = root.get("poormanci.web") {
+            c.unknown_keys("poormanci.web.", web, &[crate::web::config::KEYS]);
+        }
+        let web = crate::web::config::parse(root).unwrap_or_else(|problems| {
+            c.problems.extend(problems);
+            Default::default()
+        });
 
         if !c.problems.is_empty() {
             return Err(c.problems.clone());
@@ -304,6 +319,7 @@ impl Checker {
             commands,
             state_dir: state_dir.unwrap(),
             retry_deadline,
+            web,
         })
     }
 }

@@ -32,6 +32,7 @@ pub mod pagure;
 pub mod policy;
 mod python;
 pub mod store;
+pub mod web;
 pub mod work;
 pub mod worker;
 #[cfg(test)]

@@ -279,7 +279,7 @@ impl Pagure {
         }
         let url = http::join(&self.base, ["api", "0", "-", "whoami"]);
         let what = http::describe(&Method::POST, &url);
-        let a = http::send(&what, self.request(Method::POST, url), JSON_CAP).await?;
+        let a = http::send("pagure", &what, self.request(Method::POST, url), JSON_CAP).await?;
         if !a.status.is_success() {
             return Err(error(&what, &a, &Target { project: "-", id: None, acl: None }));
         }
@@ -298,7 +298,7 @@ impl Pagure {
         };
         let url = self.url(project, &["pull-request", "0", endpoint]);
         let what = http::describe(&Method::POST, &url);
-        let a = http::send(&what, self.request(Method::POST, url).form(&[("probe", "1")]), JSON_CAP).await?;
+        let a = http::send("pagure", &what, self.request(Method::POST, url).form(&[("probe", "1")]), JSON_CAP).await?;
         let code = serde_json::from_slice::<ApiError>(&a.body).map(|e| e.error_code).unwrap_or_default();
         match (a.status.as_u16(), code.as_str()) {
             (404, "ENOREQ") => Ok(true),
@@ -344,7 +344,7 @@ impl Pagure {
 
     async fn get<T: serde::de::DeserializeOwned>(&self, url: Url, target: Target<'_>) -> Result<T, PeerError> {
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("pagure", &what, self.request(Method::GET, url), JSON_CAP).await?;
         if !a.status.is_success() {
             return Err(error(&what, &a, &target));
         }
@@ -354,7 +354,7 @@ impl Pagure {
     /// POST a form; Pagure answers `{"message": "..."}` on success.
     async fn post(&self, url: Url, form: &[(&str, &str)], target: Target<'_>) -> Result<(), PeerError> {
         let what = http::describe(&Method::POST, &url);
-        let a = http::send(&what, self.request(Method::POST, url).form(form), JSON_CAP).await?;
+        let a = http::send("pagure", &what, self.request(Method::POST, url).form(form), JSON_CAP).await?;
         if !a.status.is_success() {
             return Err(error(&what, &a, &target));
         }

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::config::Config;
-use crate::{engine, event, store, worker};
+use crate::{engine, event, store, web, worker};
 use crate::engine::{Engine, Input};
 use crate::event::{Event, Node, MAX_FIELD};
 
@@ -190,6 +190,14 @@ impl Core {
             .name("poormanci-engine".into())
             .spawn(move || engine.run(rx))
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the engine thread: {e}")))?;
+        if !dry_run {
+            // The status page (issue 15): a port in use is logged, and CI goes on without it.
+            match web::start(&runtime, cfg.clone()) {
+                Ok(Some(addr)) => info!("status page on http://{addr}/"),
+                Ok(None) => {}
+                Err(e) => error!("{e}; running without the status page"),
+            }
+        }
         let projects = cfg.projects.len();
         let jobs: usize = cfg.projects.values().map(Vec::len).sum();
         if !dry_run {
@@ -208,15 +216,21 @@ impl Core {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let id = envelope.get("msg_id").and_then(|v| v.text(MAX_FIELD)).unwrap_or_else(|| "-".into());
             let Some(topic) = topic.text(MAX_FIELD) else {
+                web::metrics::message_dropped(true);
                 return warn!("msg {id}: dropped: the topic is not a string");
             };
             // Decided from the config alone, here: no need to wake the engine.
             if let Some(why) = event::not_ours_early(&self.cfg, &topic, envelope) {
+                web::metrics::message_dropped(false);
                 return debug!("msg {id} {topic}: ignored: {why}");
             }
             match event::parse(&self.cfg, &topic, envelope) {
-                Err(e) => warn!("msg {id} {topic}: malformed, dropped: {e}"),
+                Err(e) => {
+                    web::metrics::message_dropped(true);
+                    warn!("msg {id} {topic}: malformed, dropped: {e}")
+                }
                 Ok(msg) if matches!(msg.event, Event::NotOurs(_)) => {
+                    web::metrics::message_dropped(false);
                     if let Event::NotOurs(why) = &msg.event {
                         debug!("msg {id} {topic}: ignored: {why}");
                     }

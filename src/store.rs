@@ -298,7 +298,12 @@ impl Store {
                 db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
         }
-        Ok(())
+        crate::web::history::migrate(db)
+    }
+
+    /// The engine's connection, for the status page's own records (crate::web::history).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.db
     }
 
     pub fn begin(&self) -> Result<()> {
@@ -417,7 +422,7 @@ impl Store {
 
     pub fn add_task(&self, run: i64, work: &Work, due: f64, deadline: f64) -> Result<i64> {
         self.db.execute(
-            "INSERT INTO tasks (run, kind, payload, due, deadline) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO tasks (run, kind, payload, due, deadline, created) VALUES (?1, ?2, ?3, ?4, ?5, unixepoch('subsec'))",
             params![run, work.kind(), work.payload().to_string(), due, deadline],
         )?;
         Ok(self.db.last_insert_rowid())
@@ -499,16 +504,20 @@ impl Store {
         Ok(())
     }
 
-    /// Forget finished runs and msg_ids older than the dedupe window, and
-    /// seen msg_ids beyond the newest KEEP_SEEN.
-    pub fn prune(&self, now: f64) -> Result<()> {
+    /// Forget msg_ids older than the dedupe window and beyond the newest
+    /// KEEP_SEEN, and finished runs older than `keep_runs` seconds (at least the window).
+    pub fn prune(&self, now: f64, keep_runs: f64) -> Result<()> {
         let old = now - KEEP_SECS;
         self.db.execute("DELETE FROM seen WHERE at < ?1", [old])?;
         self.db.execute(
             "DELETE FROM seen WHERE at < (SELECT at FROM seen ORDER BY at DESC LIMIT 1 OFFSET ?1)",
             [KEEP_SEEN],
         )?;
-        self.db.execute("DELETE FROM runs WHERE state = 'done' AND finished < ?1 AND id NOT IN (SELECT run FROM tasks)", [old])?;
+        self.db.execute(
+            "DELETE FROM runs WHERE state = 'done' AND finished < ?1 AND id NOT IN (SELECT run FROM tasks)",
+            [now - keep_runs.max(KEEP_SECS)],
+        )?;
+        crate::web::history::prune(&self.db)?;
         // Approvals are kept about a year: a PR open that long is rare.
         self.db.execute("DELETE FROM approvals WHERE at < ?1", [now - 12.0 * KEEP_SECS])?;
         Ok(())
@@ -684,7 +693,7 @@ mod tests {
         let s = Store::open_in_memory();
         assert!(s.first_sight("m1", 1.0).unwrap());
         assert!(!s.first_sight("m1", 2.0).unwrap());
-        s.prune(1.0 + KEEP_SECS + 1.0).unwrap();
+        s.prune(1.0 + KEEP_SECS + 1.0, KEEP_SECS).unwrap();
         assert!(s.first_sight("m1", 3.0).unwrap());
     }
 }

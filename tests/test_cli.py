@@ -104,8 +104,21 @@ def test_check_config_ok_summarises_projects_jobs_and_topics(run, confd, tmp_pat
     assert "  io.pagure.prod.pagure.pull-request." in lines
     assert "  org.fedoraproject.prod.jenkins.build." in lines
     assert any(line.startswith(f"state_dir: {tmp_path / 'state'}") for line in lines)
+    assert "status page: off (set poormanci.web.listen to serve it)" in lines
     assert "warning" not in r.stdout
     assert not (tmp_path / "state").exists()  # checking touches no state
+
+
+def test_check_config_prints_the_status_page_address(run, tmp_path):
+    web = {"listen": "127.0.0.1:8950", "public_url": "https://ci.example.org/poormanci", "history_days": 30,
+           "public_ur": "typo"}
+    confd = write_confd(tmp_path / "fedmsg.d", poormanci_config(tmp_path / "state", **{"poormanci.web": web}))
+    r = run("check-config", "--offline", "--config-dir", confd)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert "status page: http://127.0.0.1:8950/ (public at https://ci.example.org/poormanci; history 30 days)" in lines
+    assert ("warning: poormanci.web.public_ur: unknown key, ignored; did you mean poormanci.web.public_url?"
+            in lines)
 
 
 def test_check_config_asks_pagure_about_the_token(run, tmp_path, pagure):

@@ -11,10 +11,16 @@ class _JobSummary(TypedDict):
     branches: list[str]
     parameters: dict[str, str]
 
+class _WebSummary(TypedDict):
+    listen: str | None
+    public_url: str | None
+    history_days: int
+
 class _ConfigSummary(TypedDict):
     projects: dict[str, list[_JobSummary]]
     topics: list[str]
     state_dir: str
+    web: _WebSummary
 
 class _CheckedConfig(TypedDict):
     problems: list[str]
@@ -35,7 +41,8 @@ class ConfigError(ValueError):
 def check_config(config: Mapping[str, Any]) -> _CheckedConfig:
     """A fedmsg config dict (the whole merged dict) checked: every problem ([]
     when it is fine), the warnings (unknown keys, with the close match) and,
-    without problems, a summary of the projects, jobs, topics and state_dir."""
+    without problems, a summary of the projects, jobs, topics, state_dir and
+    status page (``poormanci.web``)."""
 
 def check_pagure_token(config: Mapping[str, Any]) -> _TokenVerdict:
     """Ask Pagure about the configured token (``POST /api/0/-/whoami``) and its

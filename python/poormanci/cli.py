@@ -194,6 +194,7 @@ def cmd_check_config(args) -> int:
     state_dir = config["poormanci.state_dir"]
     has_store = (Path(state_dir) / STORE_FILE).exists()
     print(f"state_dir: {state_dir}" + ("" if has_store else " (no state store yet: made at first start)"))
+    print(describe_status_page(summary["web"]))
     return OK if args.offline else check_pagure_token(config)
 
 
@@ -213,6 +214,15 @@ def check_pagure_token(config: dict) -> int:
               "but what it cannot deliver waits until they are fixed")
         return PROBLEMS
     return OK
+
+
+def describe_status_page(web: dict) -> str:
+    """`status page: http://127.0.0.1:8950/ (public at https://ci.example.org/poormanci; history 90 days)`."""
+    if web["listen"] is None:
+        return "status page: off (set poormanci.web.listen to serve it)"
+    notes = [f"public at {web['public_url']}"] if web["public_url"] else ["no public_url: waiting flags link to Pagure and Jenkins"]
+    notes.append(f"history {web['history_days']} days")
+    return f"status page: http://{web['listen']}/ ({'; '.join(notes)})"
 
 
 def describe_job(job: dict) -> str:

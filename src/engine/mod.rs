@@ -26,6 +26,7 @@ use crate::event::Message;
 use crate::http::PeerError;
 use crate::pagure::Flag;
 use crate::store::{Run, Store, Task};
+use crate::web;
 use crate::work::Work;
 use crate::worker::{self, Peers, TaskResult};
 
@@ -100,7 +101,8 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.store.begin() {
+            let begun = self.store.begin();
+            if let Err(e) = &begun {
                 error!("state store: cannot start a transaction: {e}");
             }
             for input in batch {
@@ -109,9 +111,11 @@ impl Engine {
                     error!("internal error while handling an input; it was dropped (see the panic message above)");
                 }
             }
-            if let Err(e) = self.store.commit() {
+            let committed = self.store.commit();
+            if let Err(e) = &committed {
                 error!("state store: cannot commit: {e}");
             }
+            web::metrics::heartbeat(begun.and(committed).map_err(|e| e.to_string()));
             if let Some(deadline) = self.closing {
                 if self.in_flight.is_empty() || Instant::now() >= deadline {
                     return;
@@ -150,7 +154,7 @@ impl Engine {
         let t = now();
         if t - self.last_prune > 3600.0 {
             self.last_prune = t;
-            if let Err(e) = self.store.prune(t) {
+            if let Err(e) = self.store.prune(t, self.cfg.web.keep_runs_secs()) {
                 warn!("state store: pruning failed: {e}");
             }
         }

@@ -5,6 +5,7 @@ use crate::http::PeerError;
 use crate::jenkins::{BuildInfo, QueueState};
 use crate::policy::{self, GivenUp, Head, Outcome};
 use crate::store::{Run, RunState, Task};
+use crate::web;
 use crate::work::{AfterTrust, Peer, Work};
 use crate::worker::TaskResult;
 
@@ -33,6 +34,7 @@ impl Engine {
             }
             TaskResult::Failed(PeerError::Retry(e)) if t < task.deadline => {
                 let delay = policy::retry_delay(task.attempts, rand::random::<f64>());
+                web::metrics::retry(&task);
                 if task.attempts == 0 {
                     warn!("{what} failed: {e}; retrying for up to {} s", (task.deadline - t) as u64);
                 } else {
@@ -52,6 +54,7 @@ impl Engine {
             }
             TaskResult::Sent => {
                 debug!("{what}: done");
+                web::metrics::delivered(&self.store, &task, &run, t);
                 if task.work.peer() == Peer::Pagure {
                     self.refused.remove(&(run.project.clone(), task.work.kind()));
                     self.token_works(t);
@@ -59,11 +62,13 @@ impl Engine {
                 let _ = self.store.delete_task(id);
             }
             TaskResult::Triggered(item) => {
+                web::metrics::triggered(&self.store, &task, &run, t);
                 let _ = self.store.delete_task(id);
                 info!("{what}: queued as {}", item.as_ref().map_or("an existing queue item".into(), |q| format!("queue item {}", q.id)));
                 let _ = self.store.set_queued(run.id, item.map(|q| q.id));
                 let job_url = self.job_url(&run.job);
-                self.add_flag(&run, policy::pending_queued(&job_url));
+                let page = web::public_pr_page(&self.cfg, &run.project, run.pr);
+                self.add_flag(&run, policy::pending_queued(&job_url, page.as_deref()));
                 if self.cfg.jenkins.follow {
                     self.add_task(run.id, Work::Follow { polls: 0 }, t + self.cfg.jenkins.poll_min.as_secs_f64(), super::NEVER);
                 }
@@ -219,6 +224,7 @@ impl Engine {
             }
             Ok(true) => {
                 info!("run {} ({} for {}#{}): finished: {value}", run.id, run.job, run.project, run.pr);
+                web::metrics::finished(run, &outcome);
                 self.add_work(run.id, Work::CheckHeadThenReport { outcome }, t);
             }
             Ok(false) => debug!("run {}: already finished and reported", run.id),

@@ -73,16 +73,18 @@ pub struct Report {
     pub comment: Option<String>,
 }
 
-pub fn pending_queued(job_url: &str) -> Flag {
-    Flag { status: FlagStatus::Pending, percent: None, text: "Build queued".into(), url: job_url.into() }
+/// A flag still waiting links to the PR's status page when there is one
+/// (`status_page`, from `poormanci.web.public_url`): it says why it waits.
+pub fn pending_queued(job_url: &str, status_page: Option<&str>) -> Flag {
+    Flag { status: FlagStatus::Pending, percent: None, text: "Build queued".into(), url: status_page.unwrap_or(job_url).into() }
 }
 
-pub fn pending_approval(cfg: &Config, pr_url: &str) -> Flag {
+pub fn pending_approval(cfg: &Config, pr_url: &str, status_page: Option<&str>) -> Flag {
     Flag {
         status: FlagStatus::Pending,
         percent: None,
         text: format!("Waiting for a trusted person to comment {}", cfg.commands.ok_to_test),
-        url: pr_url.into(),
+        url: status_page.unwrap_or(pr_url).into(),
     }
 }
 
@@ -174,6 +176,16 @@ mod tests {
     use crate::testing::config;
 
     #[test]
+    fn a_waiting_flag_links_to_the_status_page_when_there_is_one() {
+        let cfg = config();
+        let (job, pr, page) = ("https://jenkins/job/x/", "https://pagure/p/pull-request/1", "https://ci/p/pull-request/1");
+        assert_eq!(pending_queued(job, None).url, job);
+        assert_eq!(pending_queued(job, Some(page)).url, page);
+        assert_eq!(pending_approval(&cfg, pr, None).url, pr);
+        assert_eq!(pending_approval(&cfg, pr, Some(page)).url, page);
+    }
+
+    #[test]
     fn cause_round_trip() {
         let url = "https://pagure.io/pungi/pull-request/235";
         assert_eq!(run_in_note(&cause(url, 42)), Some(42));
@@ -224,7 +236,7 @@ mod tests {
             Outcome::Superseded,
         ];
         let heads = [Head::Same, Head::MovedOn { head: "bbbbbbbbbb".into(), rebuilding: true }];
-        let mut texts = vec![pending_running(12, url).text, pending_queued(url).text, pending_approval(&cfg, url).text, approval_notice(&cfg)];
+        let mut texts = vec![pending_running(12, url).text, pending_queued(url, None).text, pending_approval(&cfg, url, None).text, approval_notice(&cfg)];
         for o in &outcomes {
             for h in &heads {
                 let r = final_report(&cfg, "p", "http://j.example.org/job/p/", Some("aaaaaaaaaa"), o, h);
