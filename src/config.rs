@@ -149,6 +149,17 @@ pub struct Config {
     pub commands: Commands,
     pub state_dir: PathBuf,
     pub retry_deadline: Duration,
+    pub approve: Approve,
+}
+
+/// What a trusted person's `/ok-to-test` approves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approve {
+    /// The commit that was the PR's head when the comment was written; each
+    /// later push of an untrusted author waits again.
+    Commit,
+    /// The pull request: its later commits build too (as Prow does).
+    PullRequest,
 }
 
 impl Config {
@@ -199,6 +210,7 @@ const ROOT_KEYS: &[&str] = &[
     "poormanci.commands",
     "poormanci.state_dir",
     "poormanci.retry_deadline",
+    "poormanci.approve",
 ];
 const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
 const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user"];
@@ -264,6 +276,12 @@ impl Checker {
             Some(_) => c.wrong("poormanci.state_dir", "a directory path"),
         };
         let retry_deadline = c.duration_at("poormanci.retry_deadline", root.get("poormanci.retry_deadline"), 3600.0);
+        let approve = match root.get("poormanci.approve").and_then(|v| if v.is_null() { None } else { Some(v) }) {
+            None => Approve::Commit,
+            Some(Value::String(s)) if s == "commit" => Approve::Commit,
+            Some(Value::String(s)) if s == "pull-request" => Approve::PullRequest,
+            Some(_) => c.wrong("poormanci.approve", "\"commit\" or \"pull-request\"").unwrap_or(Approve::Commit),
+        };
 
         if !c.problems.is_empty() {
             return Err(c.problems.clone());
@@ -293,6 +311,7 @@ impl Checker {
             commands,
             state_dir: state_dir.unwrap(),
             retry_deadline,
+            approve,
         })
     }
 }

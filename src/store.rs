@@ -208,6 +208,12 @@ impl Store {
         self.db.prepare_cached("SELECT 1 FROM approvals WHERE project = ?1 AND pr = ?2")?.exists(params![project, pr])
     }
 
+    /// What Pagure says a run builds, where the message said otherwise.
+    pub fn set_source(&self, id: i64, repo: &str, source_branch: &str, commit: Option<&str>) -> Result<()> {
+        self.db.execute("UPDATE runs SET repo = ?2, branch = ?3, commit_id = ?4 WHERE id = ?1", params![id, repo, source_branch, commit])?;
+        Ok(())
+    }
+
     pub fn set_queued(&self, id: i64, queue_id: Option<u64>) -> Result<()> {
         self.db.execute("UPDATE runs SET state = 'queued', queue_id = ?2 WHERE id = ?1 AND state = 'triggering'", params![id, queue_id])?;
         Ok(())

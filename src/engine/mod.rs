@@ -63,11 +63,14 @@ pub struct Engine {
     busy_keys: HashSet<String>,
     closing: Option<Instant>,
     last_prune: f64,
+    /// Runs cleared to go while handling the current input, with the people
+    /// who vouched for them: confirmed with Pagure together, one GET per PR.
+    to_confirm: Vec<(i64, Vec<String>)>,
 }
 
 impl Engine {
     pub fn new(cfg: Arc<Config>, store: Store, peers: Option<Arc<Peers>>, rt: Handle, tx: SyncSender<Input>) -> Engine {
-        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0 }
+        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0, to_confirm: Vec::new() }
     }
 
     pub fn run(mut self, rx: Receiver<Input>) {
@@ -117,6 +120,11 @@ impl Engine {
     }
 
     fn input(&mut self, input: Input) {
+        self.handle(input);
+        self.ask_pagure_to_confirm(now());
+    }
+
+    fn handle(&mut self, input: Input) {
         match input {
             Input::Message(msg) => self.message(msg),
             Input::Done { task, result } => self.done(task, result),
@@ -179,7 +187,12 @@ impl Engine {
         let class = match task.work {
             Work::Flag(_) => "flag",
             Work::Trigger | Work::Cancel => "jenkins",
-            Work::Comment { .. } | Work::Follow { .. } | Work::Lookup { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } => {
+            Work::Comment { .. }
+            | Work::Follow { .. }
+            | Work::Lookup { .. }
+            | Work::CheckHeadThenReport { .. }
+            | Work::Trust { .. }
+            | Work::Confirm { .. } => {
                 return None
             }
         };

@@ -46,6 +46,9 @@ pub enum GivenUp {
     ReportAsIs,
     /// Nothing more to do (a flag, comment or cancel is lost; logged).
     Drop,
+    /// Pagure did not confirm the PR (unknown, or no answer): its runs are
+    /// not built.
+    NotBuilt,
 }
 
 pub fn given_up(work: &Work, why: &str) -> GivenUp {
@@ -53,6 +56,7 @@ pub fn given_up(work: &Work, why: &str) -> GivenUp {
         Work::Trigger => GivenUp::Finish(Outcome::TriggerFailed { why: why.to_string() }),
         Work::Follow { .. } => GivenUp::Finish(Outcome::Lost { why: why.to_string() }),
         Work::Trust { .. } => GivenUp::NotTrusted,
+        Work::Confirm { .. } => GivenUp::NotBuilt,
         Work::CheckHeadThenReport { .. } => GivenUp::ReportAsIs,
         Work::Cancel | Work::Flag(_) | Work::Comment { .. } | Work::Lookup { .. } => GivenUp::Drop,
     }
