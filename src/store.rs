@@ -162,6 +162,10 @@ impl Store {
         self.db.execute_batch("COMMIT")
     }
 
+    pub fn rollback(&self) -> Result<()> {
+        self.db.execute_batch("ROLLBACK")
+    }
+
     /// Record a msg_id; false when it was already seen.
     pub fn first_sight(&self, msg_id: &str, now: f64) -> Result<bool> {
         Ok(self.db.execute("INSERT OR IGNORE INTO seen (msg_id, at) VALUES (?1, ?2)", params![msg_id, now])? == 1)

@@ -10,14 +10,18 @@ use crate::store::{Run, RunState};
 use crate::work::{AfterTrust, Work};
 
 impl Engine {
-    pub(super) fn message(&mut self, msg: Message) {
+    /// Err: the store cannot record it (the caller keeps it for later).
+    pub(super) fn message(&mut self, msg: Message) -> Result<(), String> {
         let id = msg.msg_id.as_deref().unwrap_or("-");
         let t = now();
         if let Some(msg_id) = &msg.msg_id {
             match self.store.first_sight(msg_id, t) {
                 Ok(true) => {}
-                Ok(false) => return debug!("msg {id} {}: ignored: already handled (same msg_id)", msg.topic),
-                Err(e) => return error!("msg {id} {}: dropped: state store: {e}", msg.topic),
+                Ok(false) => {
+                    debug!("msg {id} {}: ignored: already handled (same msg_id)", msg.topic);
+                    return Ok(());
+                }
+                Err(e) => return Err(format!("cannot record its msg_id: {e}")),
             }
         }
         match policy::decide(&self.cfg, &msg, &self.store) {
@@ -32,6 +36,7 @@ impl Engine {
             }
             Decision::BuildFinished { jobs, number } => self.build_finished(id, &msg.topic, &jobs, number),
         }
+        Ok(())
     }
 
     /// New runs for a PR's commit: started when everyone who can push to it
