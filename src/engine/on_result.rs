@@ -186,12 +186,15 @@ impl Engine {
             };
             match confirmed {
                 Ok(c) => {
-                    if c.repo != run.repo || c.source_branch != run.source_branch || c.commit != run.commit {
+                    if c.repo != run.repo || c.source_branch != run.source_branch {
                         warn!(
                             "run {} ({} for {}#{}): the message said {} {} at {}, Pagure says {} {} at {}: building what Pagure says",
                             run.id, run.job, run.project, run.pr, run.repo, run.source_branch, policy::short(run.commit.as_deref()),
                             c.repo, c.source_branch, policy::short(c.commit.as_deref())
                         );
+                    }
+                    if c.repo != run.repo || c.source_branch != run.source_branch || c.commit != run.commit {
+                        // (A message without a commit, from an older Pagure, gets Pagure's head.)
                         let _ = self.store.set_source(run.id, &c.repo, &c.source_branch, c.commit.as_deref());
                     }
                     self.trigger_now(run.id, t);
