@@ -49,6 +49,13 @@ pub struct PagureConfig {
     pub flag_name: String,
     pub comment: bool,
     pub user: Option<String>,
+    /// How often reports Pagure refused for authorization (401, 403) are
+    /// tried again, waiting for a working token.
+    pub token_retry: Duration,
+    /// A refused command refreshes the project's ACL first, at most once per
+    /// project this often (a new committer is heard at once, a flood of
+    /// refusals does not become a flood of requests).
+    pub acl_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +157,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub retry_deadline: Duration,
     pub approve: Approve,
+    /// `poormanci.web` (status page): read in crate::web::config.
+    pub web: crate::web::config::WebConfig,
 }
 
 /// What a trusted person's `/ok-to-test` approves.
@@ -176,7 +185,7 @@ impl Config {
         (config, c.warnings)
     }
 
-    /// What `poormanci check-config` prints: projects, jobs, topics, state_dir.
+    /// What `poormanci check-config` prints: projects, jobs, topics, state_dir, status page.
     pub fn summary(&self) -> Value {
         let projects: Map<String, Value> = self
             .projects
@@ -196,7 +205,12 @@ impl Config {
                 (name.clone(), Value::Array(jobs))
             })
             .collect();
-        serde_json::json!({"projects": projects, "topics": self.topics(), "state_dir": self.state_dir.display().to_string()})
+        let web = serde_json::json!({
+            "listen": self.web.listen.map(|a| a.to_string()),
+            "public_url": self.web.public_url.as_ref().map(|u| u.to_string()),
+            "history_days": self.web.history_days,
+        });
+        serde_json::json!({"projects": projects, "topics": self.topics(), "state_dir": self.state_dir.display().to_string(), "web": web})
     }
 }
 
@@ -211,9 +225,10 @@ const ROOT_KEYS: &[&str] = &[
     "poormanci.state_dir",
     "poormanci.retry_deadline",
     "poormanci.approve",
+    "poormanci.web",
 ];
 const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
-const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user"];
+const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user", "token_retry", "acl_refresh"];
 const JENKINS_KEYS: &[&str] =
     &["user", "api_token", "follow", "poll_min", "poll_max", "queue_timeout", "build_timeout", "cancel_superseded"];
 const COMMAND_KEYS: &[&str] = &["ok_to_test", "retest", "test"];
@@ -238,6 +253,8 @@ impl Checker {
         let flag_name = c.opt_str("poormanci.pagure", &pagure, "flag_name");
         let comment = c.opt_bool("poormanci.pagure", &pagure, "comment", true);
         let user = c.opt_str("poormanci.pagure", &pagure, "user");
+        let token_retry = c.duration("poormanci.pagure", &pagure, "token_retry", 300.0);
+        let acl_refresh = c.duration("poormanci.pagure", &pagure, "acl_refresh", 60.0);
 
         let jenkins_peer = c.peer("poormanci.jenkins", &jenkins, DEFAULT_JENKINS_TOPIC);
 
@@ -282,6 +299,13 @@ impl Checker {
             Some(Value::String(s)) if s == "pull-request" => Approve::PullRequest,
             Some(_) => c.wrong("poormanci.approve", "\"commit\" or \"pull-request\"").unwrap_or(Approve::Commit),
         };
+        if let Some(Value::Object(web)) = root.get("poormanci.web") {
+            c.unknown_keys("poormanci.web.", web, &[crate::web::config::KEYS]);
+        }
+        let web = crate::web::config::parse(root).unwrap_or_else(|problems| {
+            c.problems.extend(problems);
+            Default::default()
+        });
 
         if !c.problems.is_empty() {
             return Err(c.problems.clone());
@@ -294,6 +318,8 @@ impl Checker {
                 flag_name: flag_name.unwrap_or_else(|| "Jenkins".into()),
                 comment,
                 user,
+                token_retry,
+                acl_refresh,
             },
             jenkins: JenkinsConfig {
                 peer: jenkins_peer.unwrap(),
@@ -312,6 +338,7 @@ impl Checker {
             state_dir: state_dir.unwrap(),
             retry_deadline,
             approve,
+            web,
         })
     }
 }
@@ -468,10 +495,25 @@ impl Checker {
         }
     }
 
+    /// A URL with `user:password@` is refused: it would show in every flag's
+    /// link, log line, `cause` and the state store. The line never repeats it.
+    fn url_without_credentials(&mut self, key: &str, url: Url) -> Option<Url> {
+        if url.username().is_empty() && url.password().is_none() {
+            return Some(url);
+        }
+        let instead = match key {
+            "poormanci.jenkins.url" => "put the user in poormanci.jenkins.user and the API token in poormanci.jenkins.api_token",
+            "poormanci.pagure.url" => "put the API token in poormanci.pagure.token",
+            _ => "put credentials in their own keys",
+        };
+        self.problem(format!("{key}: has credentials in it; {instead}"));
+        None
+    }
+
     fn peer(&mut self, sect: &str, m: &Section, default_topic: &str) -> Option<PeerConfig> {
         let url = match self.req_str(sect, m, "url") {
             Some(s) => match Url::parse(&s) {
-                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => self.url_without_credentials(&format!("{sect}.url"), u),
                 _ => self.wrong(&format!("{sect}.url"), "an http:// or https:// URL"),
             },
             None => None,
@@ -649,6 +691,21 @@ mod tests {
                 "poormanci.pagure.comment: expected True or False",
                 "poormanci.jenkins.url: expected an http:// or https:// URL",
                 "poormanci.projects['pungi'][0].token: missing (expected a string)",
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_without_repeating_them() {
+        let mut v = good();
+        v["poormanci.jenkins"]["url"] = json!("https://ci:S3CRET@jenkins.example.org/");
+        v["poormanci.pagure"]["url"] = json!("https://T0KEN@pagure.io");
+        let errs = Config::from_value(&v).unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "poormanci.pagure.url: has credentials in it; put the API token in poormanci.pagure.token",
+                "poormanci.jenkins.url: has credentials in it; put the user in poormanci.jenkins.user and the API token in poormanci.jenkins.api_token",
             ]
         );
     }

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::redirect::Policy;
 use reqwest::{Certificate, Client, ClientBuilder, Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -34,6 +35,10 @@ pub enum PeerError {
     /// thing, or an answer that is not the documented shape.
     #[error("{0}")]
     Fatal(String),
+    /// Refused for authorization (401, 403): fixed by a new token or ACL,
+    /// not by waiting, but worth trying again once it is fixed.
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl PeerError {
@@ -43,7 +48,7 @@ impl PeerError {
 
     pub fn message(&self) -> &str {
         match self {
-            PeerError::Retry(m) | PeerError::Fatal(m) => m,
+            PeerError::Retry(m) | PeerError::Fatal(m) | PeerError::Unauthorized(m) => m,
         }
     }
 
@@ -66,12 +71,36 @@ pub fn is_retryable(status: StatusCode) -> bool {
         )
 }
 
-/// A client builder with the peer's timeouts and TLS trust; callers add
-/// their own settings (Jenkins: no redirects, cookies) and build it.
+/// Redirects followed in a row at most (same origin only).
+const MAX_REDIRECTS: usize = 5;
+
+/// Follow a redirect only to the configured peer's own origin (scheme, host
+/// and port): another host's answer is not believed, and a 307/308 would
+/// re-send the request body (a job token) there. The error names the origin
+/// only, never a path or query that could hold a secret.
+fn same_origin_redirects(peer: &Url) -> Policy {
+    let origin = peer.origin();
+    Policy::custom(move |attempt| {
+        let to = attempt.url().origin();
+        if to != origin {
+            let shown = to.ascii_serialization();
+            attempt.error(format!("redirected to another host, {shown}; not followed (is the configured url the peer's own address?)"))
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// A client builder with the peer's timeouts and TLS trust, following
+/// redirects within the peer's origin only; callers add their own settings
+/// (Jenkins: no redirects, cookies) and build it.
 pub fn builder(peer: &PeerConfig) -> Result<ClientBuilder, String> {
     let mut b = Client::builder()
         .connect_timeout(peer.timeout.min(Duration::from_secs(10)))
         .timeout(peer.timeout)
+        .redirect(same_origin_redirects(&peer.url))
         .user_agent(USER_AGENT);
     if let Some(path) = &peer.ca_bundle {
         let shown = path.display();
@@ -171,9 +200,11 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-/// Send `req` and read its answer; `cap` bounds a success body.
-pub async fn send(what: &str, req: RequestBuilder, cap: usize) -> Result<Answer, PeerError> {
-    let mut resp = req.send().await.map_err(|e| from_reqwest(what, e))?;
+/// Send `req` to `peer` ("jenkins", "pagure": counted by it) and read its answer; `cap` bounds a success body.
+pub async fn send(peer: &str, what: &str, req: RequestBuilder, cap: usize) -> Result<Answer, PeerError> {
+    let sent = req.send().await;
+    crate::web::metrics::request(peer, sent.as_ref().ok().map(|r| r.status().as_u16()));
+    let mut resp = sent.map_err(|e| from_reqwest(what, e))?;
     let status = resp.status();
     debug!("{what}: {status}");
     let success = status.is_success();
@@ -402,7 +433,7 @@ mod tests {
         let url = join(&server.url, ["x"]);
         drop(server);
         let http = client(&peer(url.clone())).unwrap();
-        let e = send("POST /x", http.post(url).form(&[("token", "SECRET")]), 1024).await.unwrap_err();
+        let e = send("test", "POST /x", http.post(url).form(&[("token", "SECRET")]), 1024).await.unwrap_err();
         assert!(e.is_retry(), "{e}");
         assert!(e.message().starts_with("POST /x: ") && e.message().contains("refused"), "{e}");
         assert!(!e.message().contains("SECRET") && !e.message().contains("127.0.0.1"), "{e}");
@@ -414,7 +445,7 @@ mod tests {
         let server = bind().await;
         let mut p = peer(server.url.clone());
         p.timeout = Duration::from_millis(200);
-        let e = send("GET /", client(&p).unwrap().get(server.url.clone()), 1024).await.unwrap_err();
+        let e = send("test", "GET /", client(&p).unwrap().get(server.url.clone()), 1024).await.unwrap_err();
         assert_eq!(e, PeerError::Retry("GET /: timed out".into()));
     }
 
@@ -425,13 +456,45 @@ mod tests {
         let big = "x".repeat(100);
         let seen = server.answer(vec![response("200 OK", &[], &big), response("500 Oops", &[], &big)]);
         let http = client(&peer(url.clone())).unwrap();
-        let e = send("GET /", http.get(url.clone()), 10).await.unwrap_err();
+        let e = send("test", "GET /", http.get(url.clone()), 10).await.unwrap_err();
         assert_eq!(e, PeerError::Fatal("GET /: 200 OK: answer larger than 10 bytes".into()));
         // An error body under ERROR_BODY_CAP is read whole whatever the cap.
-        let a = send("GET /", http.get(url), 10).await.unwrap();
+        let a = send("test", "GET /", http.get(url), 10).await.unwrap();
         assert_eq!((a.status.as_u16(), a.body.len()), (500, 100));
         let requests = seen.await.unwrap();
         assert!(requests[0].to_lowercase().contains(&format!("user-agent: {USER_AGENT}")), "{}", requests[0]);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_within_the_peer_only() {
+        let peer_server = bind().await;
+        let base = peer_server.url.clone();
+        // Another port on 127.0.0.1 and another loopback address: both are other hosts.
+        let elsewhere = ["127.0.0.1:0", "127.0.0.2:0"].map(|a| std::net::TcpListener::bind(a).unwrap());
+        let [other_port, other_addr] = elsewhere.each_ref().map(|l| format!("http://{}", l.local_addr().unwrap()));
+        let seen = peer_server.answer(vec![
+            response("307 Temporary Redirect", &[("Location", "/moved?x=1")], ""),
+            response("200 OK", &[], "here"),
+            response("307 Temporary Redirect", &[("Location", &format!("{other_port}/steal?token=S3CRET"))], ""),
+            response("302 Found", &[("Location", &format!("{other_addr}/steal?token=S3CRET"))], ""),
+        ]);
+        let http = client(&peer(base.clone())).unwrap();
+        // Same origin: followed, the body sent again to the peer itself.
+        let a = send("test", "POST /x", http.post(join(&base, ["x"])).form(&[("token", "JOB")]), 1024).await.unwrap();
+        assert_eq!((a.status.as_u16(), a.body.as_slice()), (200, &b"here"[..]));
+        for (to, path) in [(&other_port, "/y"), (&other_addr, "/z")] {
+            let e = send("test", &format!("POST {path}"), http.post(join(&base, [&path[1..]])).form(&[("token", "JOB")]), 1024).await.unwrap_err();
+            assert!(!e.is_retry(), "{e}");
+            assert!(e.message().starts_with(&format!("POST {path}: ")) && e.message().contains(&format!("redirected to another host, {to};")), "{e}");
+            assert!(!e.message().contains("S3CRET") && !e.message().contains("/steal"), "{e}");
+        }
+        let requests = seen.await.unwrap();
+        assert!(requests[1].starts_with("POST /moved?x=1 ") && requests[1].ends_with("token=JOB"), "{}", requests[1]);
+        // Nothing ever connected to the other host: its accept queue is empty.
+        for listener in elsewhere {
+            listener.set_nonblocking(true).unwrap();
+            assert_eq!(listener.accept().unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+        }
     }
 
     /// A throwaway self-signed CA (CN=poormanci test CA; its key was not kept).

@@ -203,7 +203,7 @@ impl Jenkins {
         let id = id.to_string();
         let url = self.url(["queue", "item", &id, "api", "json"]);
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         match a.status {
             s if s.is_success() => Ok(queue_state(a.json(&what)?)),
             StatusCode::NOT_FOUND => Ok(QueueState::Gone),
@@ -216,7 +216,7 @@ impl Jenkins {
         let mut url = self.url(job_segments(job).chain([n.as_str(), "api", "json"]));
         url.query_pairs_mut().append_pair("tree", BUILD_TREE);
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         match a.status {
             s if s.is_success() => Ok(build_info(a.json(&what)?)),
             StatusCode::NOT_FOUND => Err(http::status_error(&what, &a, &format!("no build {number} of job {job}"))),
@@ -259,7 +259,7 @@ impl Jenkins {
             if let Some((name, value)) = self.crumb(refreshed).await? {
                 req = req.header(name, value);
             }
-            let a = http::send(what, req, JSON_CAP).await?;
+            let a = http::send("jenkins", what, req, JSON_CAP).await?;
             if a.status == StatusCode::FORBIDDEN && a.mentions("crumb") && !refreshed {
                 info!("{what}: crumb refused, fetching a fresh one");
                 refreshed = true;
@@ -294,7 +294,7 @@ impl Jenkins {
     async fn fetch_crumb(&self) -> Result<Crumb, PeerError> {
         let url = self.url(["crumbIssuer", "api", "json"]);
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         if a.status == StatusCode::NOT_FOUND {
             debug!("{what}: 404, CSRF crumbs are off");
             return Ok(Crumb::Off);

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
 
 use crate::config::Config;
-use crate::{engine, event, store, worker};
+use crate::{engine, event, store, web, worker};
 use crate::engine::{Engine, Input};
 use crate::event::{Event, Message, Node, MAX_FIELD};
 
@@ -27,13 +28,63 @@ const INBOX: usize = 10_000;
 type Checked = Result<(Config, Vec<String>), Vec<String>>;
 
 fn config_from(config: &Bound<PyAny>) -> PyResult<Checked> {
-    let value: serde_json::Value = match pythonize::depythonize(config) {
+    let value = match plain_config(config) {
         Ok(v) => v,
-        // Values JSON has no word for (a set, an object): name the key.
-        Err(e) => return Ok(Err(vec![format!("config: {e}")])),
+        Err(problems) => return Ok(Err(problems)),
     };
     let (config, warnings) = Config::check(&value);
     Ok(config.map(|c| (c, warnings)))
+}
+
+/// The config dict as JSON, key by key, so that a value JSON has no word
+/// for (a timedelta, a compiled regex, a class) is named. Callers hand over
+/// the `poormanci.*` keys only (`poormanci.config.poormanci_keys`).
+fn plain_config(config: &Bound<PyAny>) -> Result<serde_json::Value, Vec<String>> {
+    let Ok(dict) = config.cast::<PyDict>() else {
+        return pythonize::depythonize(config).map_err(|e| vec![format!("config: {e}")]);
+    };
+    let (mut root, mut problems) = (serde_json::Map::new(), Vec::new());
+    for (key, value) in dict.iter() {
+        let key = key.str().map(|k| k.to_string()).unwrap_or_else(|_| "?".into());
+        match pythonize::depythonize(&value) {
+            Ok(v) => drop(root.insert(key, v)),
+            Err(_) => problems.push(unreadable(key, &value, 0)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(serde_json::Value::Object(root))
+    } else {
+        Err(problems)
+    }
+}
+
+/// `key: <type> is not a config value …` for the innermost key of `value`
+/// that JSON cannot hold.
+fn unreadable(key: String, value: &Bound<PyAny>, depth: usize) -> String {
+    let bad = |v: &Bound<PyAny>| pythonize::depythonize::<serde_json::Value>(v).err();
+    if depth < 32 {
+        if let Ok(dict) = value.cast::<PyDict>() {
+            for (k, v) in dict.iter() {
+                if bad(&v).is_some() {
+                    let k = k.str().map(|k| k.to_string()).unwrap_or_else(|_| "?".into());
+                    let shown = if k.chars().all(|c| c.is_alphanumeric() || c == '_') { format!("{key}.{k}") } else { format!("{key}['{k}']") };
+                    return unreadable(shown, &v, depth + 1);
+                }
+            }
+        } else if let Ok(list) = value.cast::<PyList>() {
+            for (i, v) in list.iter().enumerate() {
+                if bad(&v).is_some() {
+                    return unreadable(format!("{key}[{i}]"), &v, depth + 1);
+                }
+            }
+        }
+    }
+    if value.is_instance_of::<PyDict>() || value.is_instance_of::<PyList>() {
+        // Every item is fine, the container is not (a key that is not a string).
+        return format!("{key}: cannot be read: {}", bad(value).map(|e| e.to_string()).unwrap_or_default());
+    }
+    let kind = value.get_type().fully_qualified_name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    format!("{key}: a {kind} is not a config value (expected a string, number, True/False, None, list or dict)")
 }
 
 fn config_error(py: Python, problems: Vec<String>) -> PyErr {
@@ -46,14 +97,29 @@ fn config_error(py: Python, problems: Vec<String>) -> PyErr {
 /// `warnings` (unknown keys) and, when there is no problem, `summary`.
 #[pyfunction]
 pub fn check_config<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let (problems, warnings, summary) = match pythonize::depythonize::<serde_json::Value>(config) {
-        Err(e) => (vec![format!("config: {e}")], Vec::new(), serde_json::Value::Null),
+    let (problems, warnings, summary) = match plain_config(config) {
+        Err(problems) => (problems, Vec::new(), serde_json::Value::Null),
         Ok(value) => match Config::check(&value) {
             (Ok(cfg), warnings) => (Vec::new(), warnings, cfg.summary()),
             (Err(problems), warnings) => (problems, warnings, serde_json::Value::Null),
         },
     };
     let answer = serde_json::json!({"problems": problems, "warnings": warnings, "summary": summary});
+    Ok(pythonize::pythonize(py, &answer)?)
+}
+
+/// What Pagure says of the configured token and its ACLs, for
+/// `poormanci check-config`: `problems`, `warnings`, `summary` (a line or None).
+#[pyfunction]
+pub fn check_pagure_token<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let (cfg, _) = config_from(config)?.map_err(|p| config_error(py, p))?;
+    let pagure = crate::pagure::Pagure::new(&cfg.pagure).map_err(PyRuntimeError::new_err)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the I/O runtime: {e}")))?;
+    let verdict = py.detach(|| runtime.block_on(worker::check_token(&cfg, &pagure)));
+    let answer = serde_json::json!({"problems": verdict.problems, "warnings": verdict.warnings, "summary": verdict.summary});
     Ok(pythonize::pythonize(py, &answer)?)
 }
 
@@ -70,18 +136,8 @@ pub struct Core {
     tx: SyncSender<Input>,
     engine: Mutex<Option<JoinHandle<()>>>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    /// Held for the Core's life: one poormanci per state_dir.
-    _lock: Option<File>,
-}
-
-fn lock_state_dir(cfg: &Config) -> Result<File, String> {
-    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| format!("cannot create state_dir {}: {e}", cfg.state_dir.display()))?;
-    let path = cfg.state_dir.join("lock");
-    let file = File::create(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.try_lock().map_err(|_| {
-        format!("state_dir {} is in use by another poormanci (a running hub?); stop it or use another state_dir", cfg.state_dir.display())
-    })?;
-    Ok(file)
+    /// Held until close(): one poormanci per state_dir.
+    lock: Mutex<Option<File>>,
 }
 
 impl Core {
@@ -91,21 +147,25 @@ impl Core {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let id = envelope.get("msg_id").and_then(|v| v.text(MAX_FIELD)).unwrap_or_else(|| "-".into());
             let Some(topic) = topic.text(MAX_FIELD) else {
+                web::metrics::message_dropped(true);
                 warn!("msg {id}: dropped: the topic is not a string");
                 return None;
             };
             // Decided from the config alone, here: no need to wake the engine.
             if let Some(why) = event::not_ours_early(&self.cfg, &topic, envelope) {
+                web::metrics::message_dropped(false);
                 debug!("msg {id} {topic}: ignored: {why}");
                 return None;
             }
             match event::parse(&self.cfg, &topic, envelope) {
                 Err(e) => {
+                    web::metrics::message_dropped(true);
                     warn!("msg {id} {topic}: malformed, dropped: {e}");
                     None
                 }
                 Ok(msg) => match &msg.event {
                     Event::NotOurs(why) => {
+                        web::metrics::message_dropped(false);
                         debug!("msg {id} {topic}: ignored: {why}");
                         None
                     }
@@ -142,7 +202,7 @@ impl Core {
         let (store, peers, lock) = if dry_run {
             (store::Store::open_in_memory(), None, None)
         } else {
-            let lock = lock_state_dir(&cfg).map_err(PyRuntimeError::new_err)?;
+            let lock = store::lock(&cfg.state_dir).map_err(PyRuntimeError::new_err)?;
             let store = store::Store::open(&cfg.state_dir).map_err(PyRuntimeError::new_err)?;
             let peers = worker::Peers::new(&cfg).map_err(PyRuntimeError::new_err)?;
             (store, Some(Arc::new(peers)), Some(lock))
@@ -152,18 +212,38 @@ impl Core {
                 warn!("poormanci.{name}.insecure is on: TLS certificates of {} are NOT verified", peer.url);
             }
         }
+        if let Some(peers) = peers.clone() {
+            // Said once at start, without holding it up: Pagure may be down.
+            let cfg = cfg.clone();
+            runtime.spawn(async move {
+                let verdict = worker::check_token(&cfg, &peers.pagure).await;
+                verdict.problems.iter().for_each(|p| error!("{p}"));
+                verdict.warnings.iter().for_each(|w| warn!("{w}"));
+                if let Some(summary) = verdict.summary {
+                    info!("{summary}");
+                }
+            });
+        }
         let (tx, rx) = mpsc::sync_channel(INBOX);
         let engine = Engine::new(cfg.clone(), store, peers, runtime.handle().clone(), tx.clone());
         let thread = std::thread::Builder::new()
             .name("poormanci-engine".into())
             .spawn(move || engine.run(rx))
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the engine thread: {e}")))?;
+        if !dry_run {
+            // The status page (issue 15): a port in use is logged, and CI goes on without it.
+            match web::start(&runtime, cfg.clone()) {
+                Ok(Some(addr)) => info!("status page on http://{addr}/"),
+                Ok(None) => {}
+                Err(e) => error!("{e}; running without the status page"),
+            }
+        }
         let projects = cfg.projects.len();
         let jobs: usize = cfg.projects.values().map(Vec::len).sum();
         if !dry_run {
             info!("poormanci started: {projects} project(s), {jobs} job(s), topics {}", cfg.topics().join(" "));
         }
-        Ok(Core { cfg, tx, engine: Mutex::new(Some(thread)), runtime: Mutex::new(Some(runtime)), _lock: lock })
+        Ok(Core { cfg, tx, engine: Mutex::new(Some(thread)), runtime: Mutex::new(Some(runtime)), lock: Mutex::new(lock) })
     }
 
     fn topics(&self) -> Vec<String> {
@@ -239,6 +319,8 @@ impl Core {
                 rt.shutdown_timeout(Duration::from_secs(1));
             }
         });
+        // The engine, and with it the store, is gone: another Core may use the state_dir.
+        drop(self.lock.lock().ok().and_then(|mut l| l.take()));
     }
 }
 

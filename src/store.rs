@@ -3,9 +3,11 @@
 //! request, recorded before it is tried and deleted once it succeeded) and
 //! the msg_ids already seen. Only the engine thread writes.
 
-use std::path::Path;
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use serde_json::{json, Value};
 
 use crate::policy::{History, RunSpec};
@@ -60,6 +62,9 @@ pub struct Run {
     pub state: RunState,
     pub created: f64,
     pub started: Option<f64>,
+    /// The uid of its PR flag: recorded with the run (a run recorded by
+    /// release 0.1.0 has none and keeps that release's uid).
+    pub flag_uid: String,
 }
 
 impl std::ops::Deref for Run {
@@ -77,6 +82,8 @@ pub struct Task {
     pub due: f64,
     pub deadline: f64,
     pub attempts: u32,
+    /// Refused for authorization (401, 403): kept until the token works.
+    pub waiting_for_token: bool,
 }
 
 pub struct Store {
@@ -86,7 +93,14 @@ pub struct Store {
 pub type Result<T> = rusqlite::Result<T>;
 
 const RUN_COLUMNS: &str =
-    "id, project, pr, job, commit_id, repo, branch, branch_to, pr_url, queue_id, build, build_url, state, created, started";
+    "id, project, pr, job, commit_id, repo, branch, branch_to, pr_url, queue_id, build, build_url, state, created, started, flag_uid";
+
+/// Columns added since release 0.1.0, added to an older store when opened.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("runs", "flag_uid", "TEXT"), ("tasks", "held", "TEXT")];
+
+const TASK_COLUMNS: &str = "id, run, kind, payload, due, deadline, attempts, held";
+/// `tasks.held` of a task Pagure refused for authorization, kept for a working token.
+const HELD_FOR_TOKEN: &str = "token";
 
 fn run_from(r: &Row) -> Result<Run> {
     Ok(Run {
@@ -108,6 +122,10 @@ fn run_from(r: &Row) -> Result<Run> {
         state: r.get(12)?,
         created: r.get(13)?,
         started: r.get(14)?,
+        flag_uid: match r.get::<_, Option<String>>(15)? {
+            Some(uid) => uid,
+            None => crate::policy::legacy_flag_uid(&r.get::<_, String>(3)?),
+        },
     })
 }
 
@@ -122,15 +140,136 @@ fn task_from(r: &Row) -> Result<Task> {
         due: r.get(4)?,
         deadline: r.get(5)?,
         attempts: r.get(6)?,
+        waiting_for_token: r.get::<_, Option<String>>(7)?.as_deref() == Some(HELD_FOR_TOKEN),
     })
 }
 
+/// The store's file in state_dir; SQLite adds `-wal` and `-shm` next to it.
+pub const FILE: &str = "poormanci.sqlite3";
+
+/// Create state_dir, 0700 (it holds tokens' work and PR data), when it does
+/// not exist; one that exists is left as the operator made it.
+fn create_state_dir(dir: &Path) -> std::result::Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let failed = |e: std::io::Error| format!("cannot create state_dir {}: {e}", dir.display());
+    DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(failed)?;
+    // The umask only takes bits away, possibly ours: set the mode exactly.
+    std::fs::set_permissions(dir, Permissions::from_mode(0o700)).map_err(failed)
+}
+
+/// Open (create) a file readable by its owner only, whatever the umask,
+/// tightening one an older version made 0644.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    file.set_permissions(Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// Hold state_dir for one poormanci: the lock is released when the file is
+/// dropped (or the process ends).
+pub fn lock(dir: &Path) -> std::result::Result<File, String> {
+    create_state_dir(dir)?;
+    let path = dir.join("lock");
+    let file = private_file(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        format!("state_dir {} is in use by another poormanci (a running hub?); stop it or use another state_dir", dir.display())
+    })?;
+    Ok(file)
+}
+
+/// Why a store file could not be used.
+enum OpenError {
+    /// Not a database, or failing its check: set it aside and start afresh.
+    Damaged(String),
+    /// Anything else (permissions, disk): the file may be fine; leave it be.
+    Unusable(String),
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(e: rusqlite::Error) -> OpenError {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => OpenError::Damaged(e.to_string()),
+            _ => OpenError::Unusable(e.to_string()),
+        }
+    }
+}
+
+/// `<path><suffix>`: SQLite's names for a database's WAL and shared memory.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Rename a damaged store, its WAL and SHM to `<file>.damaged-<UTC time>`
+/// (and `-wal`, `-shm`: SQLite opens the kept copy with its WAL as it was).
+fn set_aside(path: &Path) -> std::result::Result<PathBuf, String> {
+    let when: String = Connection::open_in_memory()
+        .and_then(|c| c.query_row("SELECT strftime('%Y%m%dT%H%M%fZ', 'now')", [], |r| r.get(0)))
+        .map_err(|e| format!("cannot read the time: {e}"))?;
+    let aside = with_suffix(path, &format!(".damaged-{when}"));
+    for suffix in ["", "-wal", "-shm"] {
+        let (from, to) = (with_suffix(path, suffix), with_suffix(&aside, suffix));
+        if suffix.is_empty() || from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| format!("cannot rename {} to {}: {e}", from.display(), to.display()))?;
+        }
+    }
+    Ok(aside)
+}
+
 impl Store {
+    /// The store in `dir`, made if new. A damaged one (not a database, or
+    /// failing `PRAGMA quick_check`) is kept aside and replaced by an empty
+    /// one, with one ERROR line: poormanci keeps working for new messages.
     pub fn open(dir: &Path) -> std::result::Result<Store, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state_dir {}: {e}", dir.display()))?;
-        let path = dir.join("poormanci.sqlite3");
-        let db = Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        Self::setup(db).map_err(|e| format!("cannot use {}: {e}", path.display()))
+        create_state_dir(dir)?;
+        let path = dir.join(FILE);
+        let unusable = |e: &dyn std::fmt::Display| format!("cannot use {}: {e}", path.display());
+        let why = match Self::open_checked(&path) {
+            Ok(store) => return Ok(store),
+            Err((OpenError::Unusable(e), _)) => return Err(unusable(&e)),
+            Err((OpenError::Damaged(why), db)) => {
+                // Renamed while SQLite still has the files open: closing then
+                // cannot fold the WAL into, or delete it from, the new store.
+                let aside = set_aside(&path);
+                drop(db);
+                let aside = aside.map_err(|e| format!("state store {} is damaged ({why}) and {e}", path.display()))?;
+                error!(
+                    "state store {} is damaged ({why}); kept aside as {} and started afresh: work it held (builds being followed, reports not sent) is not done",
+                    path.display(),
+                    aside.display()
+                );
+                why
+            }
+        };
+        Self::open_checked(&path).map_err(|(e, _)| match e {
+            OpenError::Damaged(e) | OpenError::Unusable(e) => format!("{} (after setting aside a damaged one: {why})", unusable(&e)),
+        })
+    }
+
+    /// The store, or why not (with the connection, still open, when it is damaged).
+    fn open_checked(path: &Path) -> std::result::Result<Store, (OpenError, Option<Connection>)> {
+        // Made 0600 before SQLite opens it: SQLite gives the WAL and SHM the
+        // database file's mode.
+        for suffix in ["", "-wal", "-shm"] {
+            let file = with_suffix(path, suffix);
+            if suffix.is_empty() || file.exists() {
+                private_file(&file).map_err(|e| (OpenError::Unusable(format!("{}: {e}", file.display())), None))?;
+            }
+        }
+        let db = Connection::open(path).map_err(|e| (e.into(), None))?;
+        let checked = Self::setup(&db).and_then(|()| {
+            // The first problem is enough to say it is damaged.
+            let check: String = db.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+            Ok(check)
+        });
+        match checked {
+            Ok(check) if check == "ok" => Ok(Store { db }),
+            Ok(check) => Err((OpenError::Damaged(format!("quick_check: {}", crate::http::one_line(&check, 200))), Some(db))),
+            Err(e) => Err((e.into(), Some(db))),
+        }
     }
 
     pub fn open_read_only(dir: &Path) -> Result<Store> {
@@ -141,17 +280,30 @@ impl Store {
 
     /// A store that forgets everything when dropped (dry runs, tests).
     pub fn open_in_memory() -> Store {
-        Self::setup(Connection::open_in_memory().expect("SQLite in memory")).expect("SQLite schema")
+        let db = Connection::open_in_memory().expect("SQLite in memory");
+        Self::setup(&db).expect("SQLite schema");
+        Store { db }
     }
 
-    fn setup(db: Connection) -> Result<Store> {
+    fn setup(db: &Connection) -> Result<()> {
         // WAL + NORMAL: a commit survives the process being killed (not a
         // power cut), at a fraction of the cost of FULL.
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
-        Ok(Store { db })
+        for (table, column, kind) in ADDED_COLUMNS {
+            let exists = db.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?.exists([column])?;
+            if !exists {
+                db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+            }
+        }
+        crate::web::history::migrate(db)
+    }
+
+    /// The engine's connection, for the status page's own records (crate::web::history).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.db
     }
 
     pub fn begin(&self) -> Result<()> {
@@ -174,9 +326,21 @@ impl Store {
     /// A new run, `gated` (waiting for a trusted person) or `triggering`.
     pub fn add_run(&self, spec: &RunSpec, state: RunState, now: f64) -> Result<i64> {
         self.db.execute(
-            "INSERT INTO runs (project, pr, job, commit_id, repo, branch, branch_to, pr_url, state, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![spec.project, spec.pr, spec.job, spec.commit, spec.repo, spec.source_branch, spec.target_branch, spec.pr_url, state, now],
+            "INSERT INTO runs (project, pr, job, commit_id, repo, branch, branch_to, pr_url, state, created, flag_uid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                spec.project,
+                spec.pr,
+                spec.job,
+                spec.commit,
+                spec.repo,
+                spec.source_branch,
+                spec.target_branch,
+                spec.pr_url,
+                state,
+                now,
+                crate::policy::flag_uid(&spec.project, spec.pr, &spec.job)
+            ],
         )?;
         Ok(self.db.last_insert_rowid())
     }
@@ -268,7 +432,7 @@ impl Store {
 
     pub fn add_task(&self, run: i64, work: &Work, due: f64, deadline: f64) -> Result<i64> {
         self.db.execute(
-            "INSERT INTO tasks (run, kind, payload, due, deadline) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO tasks (run, kind, payload, due, deadline, created) VALUES (?1, ?2, ?3, ?4, ?5, unixepoch('subsec'))",
             params![run, work.kind(), work.payload().to_string(), due, deadline],
         )?;
         Ok(self.db.last_insert_rowid())
@@ -276,7 +440,7 @@ impl Store {
 
     pub fn task(&self, id: i64) -> Result<Option<Task>> {
         self.db
-            .query_row("SELECT id, run, kind, payload, due, deadline, attempts FROM tasks WHERE id = ?1", [id], task_from)
+            .query_row(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"), [id], task_from)
             .optional()
     }
 
@@ -284,7 +448,7 @@ impl Store {
     pub fn due_tasks(&self, now: f64, limit: usize) -> Result<Vec<Task>> {
         let mut stmt = self
             .db
-            .prepare_cached("SELECT id, run, kind, payload, due, deadline, attempts FROM tasks WHERE due <= ?1 ORDER BY due, id LIMIT ?2")?;
+            .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE due <= ?1 ORDER BY due, id LIMIT ?2"))?;
         let rows = stmt.query_map(params![now, limit as i64], task_from)?;
         rows.collect()
     }
@@ -307,6 +471,22 @@ impl Store {
         Ok(())
     }
 
+    /// Keep a task Pagure refused for authorization until the token works:
+    /// tried again at `due` (and sooner by `wake_held`), never given up.
+    pub fn hold_for_token(&self, id: i64, due: f64, deadline: f64, error: &str) -> Result<()> {
+        self.db.execute(
+            "UPDATE tasks SET held = ?2, due = ?3, deadline = ?4, attempts = attempts + 1, last_error = ?5 WHERE id = ?1",
+            params![id, HELD_FOR_TOKEN, due, deadline, error],
+        )?;
+        Ok(())
+    }
+
+    /// Tasks kept for a working token are due now (at start, and once
+    /// Pagure took a request again); how many.
+    pub fn wake_held(&self, now: f64) -> Result<usize> {
+        self.db.execute("UPDATE tasks SET due = min(due, ?2) WHERE held = ?1", params![HELD_FOR_TOKEN, now])
+    }
+
     /// Tasks of one kind for the runs of one PR and job (a newer flag
     /// supersedes one not sent yet).
     pub fn tasks_of_pr(&self, project: &str, pr: u64, job: &str, kind: &str) -> Result<Vec<i64>> {
@@ -319,7 +499,7 @@ impl Store {
 
     pub fn tasks_of_run(&self, run: i64, kind: &str) -> Result<Vec<Task>> {
         let mut stmt =
-            self.db.prepare_cached("SELECT id, run, kind, payload, due, deadline, attempts FROM tasks WHERE run = ?1 AND kind = ?2")?;
+            self.db.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE run = ?1 AND kind = ?2"))?;
         let rows = stmt.query_map(params![run, kind], task_from)?;
         rows.collect()
     }
@@ -334,16 +514,20 @@ impl Store {
         Ok(())
     }
 
-    /// Forget finished runs and msg_ids older than the dedupe window, and
-    /// seen msg_ids beyond the newest KEEP_SEEN.
-    pub fn prune(&self, now: f64) -> Result<()> {
+    /// Forget msg_ids older than the dedupe window and beyond the newest
+    /// KEEP_SEEN, and finished runs older than `keep_runs` seconds (at least the window).
+    pub fn prune(&self, now: f64, keep_runs: f64) -> Result<()> {
         let old = now - KEEP_SECS;
         self.db.execute("DELETE FROM seen WHERE at < ?1", [old])?;
         self.db.execute(
             "DELETE FROM seen WHERE at < (SELECT at FROM seen ORDER BY at DESC LIMIT 1 OFFSET ?1)",
             [KEEP_SEEN],
         )?;
-        self.db.execute("DELETE FROM runs WHERE state = 'done' AND finished < ?1 AND id NOT IN (SELECT run FROM tasks)", [old])?;
+        self.db.execute(
+            "DELETE FROM runs WHERE state = 'done' AND finished < ?1 AND id NOT IN (SELECT run FROM tasks)",
+            [now - keep_runs.max(KEEP_SECS)],
+        )?;
+        crate::web::history::prune(&self.db)?;
         // Approvals are kept about a year: a PR open that long is rare.
         self.db.execute("DELETE FROM approvals WHERE at < ?1", [now - 12.0 * KEEP_SECS])?;
         Ok(())
@@ -351,7 +535,13 @@ impl Store {
 
     /// A summary for `poormanci status`.
     pub fn status(&self) -> Result<Value> {
-        let mut stmt = self.db.prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state != 'done' ORDER BY id"))?;
+        // Read-only, maybe a store of an older release not yet opened by this one.
+        let has = |table: &str, column: &str| -> Result<bool> {
+            self.db.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?.exists(params![table, column])
+        };
+        let run_columns = if has("runs", "flag_uid")? { RUN_COLUMNS.to_string() } else { RUN_COLUMNS.replace("flag_uid", "NULL") };
+        let held = if has("tasks", "held")? { "t.held" } else { "NULL" };
+        let mut stmt = self.db.prepare(&format!("SELECT {run_columns} FROM runs WHERE state != 'done' ORDER BY id"))?;
         let runs: Vec<Value> = stmt
             .query_map([], run_from)?
             .map(|r| {
@@ -361,15 +551,16 @@ impl Store {
                 })
             })
             .collect::<Result<_>>()?;
-        let mut stmt = self.db.prepare(
-            "SELECT t.id, t.run, t.kind, t.due, t.attempts, t.last_error, r.project, r.pr, r.job
-             FROM tasks t LEFT JOIN runs r ON r.id = t.run ORDER BY t.due",
-        )?;
+        let mut stmt = self.db.prepare(&format!(
+            "SELECT t.id, t.run, t.kind, t.due, t.attempts, t.last_error, r.project, r.pr, r.job, {held}
+             FROM tasks t LEFT JOIN runs r ON r.id = t.run ORDER BY t.due"
+        ))?;
         let tasks: Vec<Value> = stmt
             .query_map([], |r| {
                 Ok(json!({"id": r.get::<_, i64>(0)?, "run": r.get::<_, i64>(1)?, "kind": r.get::<_, String>(2)?,
                           "due": r.get::<_, f64>(3)?, "attempts": r.get::<_, i64>(4)?, "last_error": r.get::<_, Option<String>>(5)?,
-                          "project": r.get::<_, Option<String>>(6)?, "pr": r.get::<_, Option<i64>>(7)?, "job": r.get::<_, Option<String>>(8)?}))
+                          "project": r.get::<_, Option<String>>(6)?, "pr": r.get::<_, Option<i64>>(7)?, "job": r.get::<_, Option<String>>(8)?,
+                          "waiting_for_token": r.get::<_, Option<String>>(9)?.as_deref() == Some(HELD_FOR_TOKEN)}))
             })?
             .collect::<Result<_>>()?;
         let finished: i64 = self.db.query_row("SELECT count(*) FROM runs WHERE state = 'done'", [], |r| r.get(0))?;
@@ -431,12 +622,88 @@ mod tests {
         assert_eq!(s.task(early).unwrap().unwrap().attempts, 1);
     }
 
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("poormanci-store-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        dir
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn kept_aside(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.contains(".damaged-")).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_kept_aside() {
+        let dir = temp_dir("notadb");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(FILE), b"this is not a database, it is a shopping list").unwrap();
+        std::fs::write(dir.join(format!("{FILE}-wal")), b"junk wal").unwrap();
+        let s = Store::open(&dir).unwrap();
+        assert!(s.first_sight("m1", 1.0).unwrap());
+        let aside = kept_aside(&dir);
+        assert_eq!(aside.len(), 3, "{aside:?}");
+        assert!(aside[1].ends_with("-shm") && aside[2].ends_with("-wal"), "{aside:?}");
+        assert_eq!(std::fs::read(dir.join(&aside[2])).unwrap(), b"junk wal");
+        assert_eq!(std::fs::read(dir.join(&aside[0])).unwrap(), b"this is not a database, it is a shopping list");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_database_failing_quick_check_is_kept_aside() {
+        let dir = temp_dir("corrupt");
+        let s = Store::open(&dir).unwrap();
+        for i in 0..2000 {
+            s.first_sight(&format!("2026-{i:05}-some-long-message-id"), 1.0).unwrap();
+        }
+        drop(s); // checkpoints the WAL into the file
+        // Overwrite a page in the middle of the seen table with garbage.
+        let path = dir.join(FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096;
+        assert!(bytes.len() > 10 * page);
+        bytes[5 * page..6 * page].fill(0xA5);
+        std::fs::write(&path, &bytes).unwrap();
+        let s = Store::open(&dir).unwrap();
+        assert!(s.first_sight("2026-00001-some-long-message-id", 2.0).unwrap(), "a fresh store");
+        assert_eq!(kept_aside(&dir).iter().filter(|n| !n.ends_with("-wal") && !n.ends_with("-shm")).count(), 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_unreadable_store_is_not_taken_for_a_damaged_one() {
+        let dir = temp_dir("dir-as-db");
+        std::fs::create_dir_all(dir.join(FILE)).unwrap();
+        assert!(Store::open(&dir).is_err());
+        assert!(kept_aside(&dir).is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn state_dir_0700_and_files_0600() {
+        let dir = temp_dir("modes").join("state");
+        // The usual umask (022) would give 0755 and 0644; tests/test_hardening.py tries umask 0.
+        let (_lock, store) = (lock(&dir).unwrap(), Store::open(&dir).unwrap());
+        store.first_sight("m", 1.0).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for name in [FILE, &format!("{FILE}-wal"), &format!("{FILE}-shm"), "lock"] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        std::fs::remove_dir_all(dir.parent().unwrap()).ok();
+    }
+
     #[test]
     fn msg_ids_are_seen_once_and_pruned() {
         let s = Store::open_in_memory();
         assert!(s.first_sight("m1", 1.0).unwrap());
         assert!(!s.first_sight("m1", 2.0).unwrap());
-        s.prune(1.0 + KEEP_SECS + 1.0).unwrap();
+        s.prune(1.0 + KEEP_SECS + 1.0, KEEP_SECS).unwrap();
         assert!(s.first_sight("m1", 3.0).unwrap());
     }
 }

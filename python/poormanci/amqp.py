@@ -20,6 +20,7 @@ from fedora_messaging.exceptions import HaltConsumer, Nack
 
 from poormanci._core import ConfigError, Core
 from poormanci.cli import unbound_topics
+from poormanci.config import poormanci_keys
 
 log = logging.getLogger("poormanci")
 
@@ -48,7 +49,7 @@ class Consumer:
             log.setLevel(logging.INFO)
         self._lock = threading.Lock()
         try:
-            self.core: Core | None = Core(consumer_config)
+            self.core: Core | None = Core(poormanci_keys(consumer_config))
         except ConfigError as e:
             for problem in e.problems:
                 log.error("poormanci config ([consumer_config] in the TOML): %s", problem)

@@ -7,6 +7,7 @@ import threading
 import fedmsg.consumers
 
 from poormanci._core import ConfigError, Core
+from poormanci.config import poormanci_keys
 
 log = logging.getLogger("poormanci")
 
@@ -57,7 +58,7 @@ class Integrator(fedmsg.consumers.FedmsgConsumer):
         if hub.config.get(self.config_key):
             _show_logs_like_fedmsg()
             try:
-                self.core = Core(hub.config)
+                self.core = Core(poormanci_keys(hub.config))
             except (ConfigError, RuntimeError) as e:
                 # One clear line; returning before FedmsgConsumer.__init__
                 # leaves the consumer unregistered, the hub running.

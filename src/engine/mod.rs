@@ -26,6 +26,7 @@ use crate::event::Message;
 use crate::http::PeerError;
 use crate::pagure::Flag;
 use crate::store::{Run, Store, Task};
+use crate::web;
 use crate::work::Work;
 use crate::worker::{self, Peers, TaskResult};
 
@@ -84,6 +85,10 @@ pub struct Engine {
     unrecorded: std::collections::VecDeque<Unrecorded>,
     /// The messages of the current batch, kept until its commit lands.
     in_batch: Vec<Unrecorded>,
+    /// Some work waits for a working Pagure token (401, 403).
+    token_held: bool,
+    /// (project, kind of task) Pagure refused, already said at WARNING.
+    refused: HashSet<(String, &'static str)>,
 }
 
 impl Engine {
@@ -101,10 +106,23 @@ impl Engine {
             to_confirm: Vec::new(),
             unrecorded: Default::default(),
             in_batch: Vec::new(),
+            token_held: false,
+            refused: HashSet::new(),
         }
     }
 
     pub fn run(mut self, rx: Receiver<Input>) {
+        if self.peers.is_some() {
+            // The token may have been fixed while poormanci was stopped.
+            match self.store.wake_held(now()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!("{n} request(s) kept for a working Pagure token: trying them now");
+                    self.token_held = true;
+                }
+                Err(e) => error!("state store: cannot wake the work kept for a token: {e}"),
+            }
+        }
         loop {
             let wait = self.next_wakeup();
             let mut batch = Vec::new();
@@ -123,6 +141,7 @@ impl Engine {
             let kept: Vec<Unrecorded> = self.unrecorded.drain(..).collect();
             if let Err(e) = self.store.begin() {
                 let why = format!("cannot start a transaction: {e}");
+                web::metrics::heartbeat(Err(e.to_string()));
                 for u in kept {
                     self.keep(u, &why);
                 }
@@ -144,7 +163,9 @@ impl Engine {
                     error!("internal error while handling an input; it was dropped (see the panic message above)");
                 }
             }
-            match self.store.commit() {
+            let committed = self.store.commit();
+            web::metrics::heartbeat(committed.as_ref().map_err(|e| e.to_string()).copied());
+            match committed {
                 Ok(()) => {
                     for u in self.in_batch.drain(..) {
                         if u.since > 0.0 {
@@ -252,7 +273,7 @@ impl Engine {
         let t = now();
         if t - self.last_prune > 3600.0 {
             self.last_prune = t;
-            if let Err(e) = self.store.prune(t) {
+            if let Err(e) = self.store.prune(t, self.cfg.web.keep_runs_secs()) {
                 warn!("state store: pruning failed: {e}");
             }
         }
@@ -301,9 +322,8 @@ impl Engine {
             | Work::Lookup { .. }
             | Work::CheckHeadThenReport { .. }
             | Work::Trust { .. }
-            | Work::Confirm { .. } => {
-                return None
-            }
+            | Work::Confirm { .. }
+            | Work::CloseStaleFlag { .. } => return None,
         };
         Some(format!("{class}:{}#{}:{}", run.project, run.pr, run.job))
     }

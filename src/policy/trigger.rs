@@ -264,6 +264,7 @@ pub fn confirm(cfg: &Config, claimed: &RunSpec, vouched: &[String], answer: &pag
         author,
         source,
         last_comment: None,
+        title: None, // only the status page reads it, from the message
     };
     let spec = run_spec(cfg, &pr)?;
     if spec.target_branch != claimed.target_branch {
