@@ -97,6 +97,7 @@ impl Engine {
                 self.trust_answer(&task, &run, trusted, t);
             }
             TaskResult::PullRequest(pr) => {
+                self.token_works(t);
                 let _ = self.store.delete_task(id);
                 self.confirmed(&task.work, Ok(&pr), t);
             }
