@@ -224,6 +224,7 @@ def test_a_recorded_pagure_message_is_checked_by_its_schema(jenkins, pagure, mak
     "not in the schema registry" WARNING, and handled."""
     record = next(r for r in messages.recording(envelopes=False) if r["topic"].endswith(".pull-request.new"))
     assert record["headers"]["fedora_messaging_schema_package"] == "pagure_messages"
+    pagure.load_pr(record["body"]["pullrequest"])  # poormanci reads the PR from Pagure before building it
     proc = consumer(make_config(jenkins, pagure))
     publish(broker, record["topic"], record["body"], message_id=record["id"], headers=record["headers"])
     wait_until(lambda: [t for t in jenkins.triggers if t.params.get("BRANCH") == record["body"]["pullrequest"]["branch_from"]],
