@@ -19,7 +19,7 @@ use crate::http::{self, Answer, PeerError};
 const JSON_CAP: usize = 4 * 1024 * 1024;
 
 /// Keeps build answers small; parsing does not depend on it.
-const BUILD_TREE: &str = "number,url,result,building,actions[causes[note,shortDescription],parameters[name,value]]";
+const BUILD_TREE: &str = "number,url,result,building,queueId,actions[causes[note,shortDescription],parameters[name,value]]";
 
 /// Jenkins' client, cheap to clone: clones share the connection pool, the
 /// session cookie and the CSRF crumb.
@@ -101,6 +101,8 @@ pub struct BuildInfo {
     /// The `cause` given at trigger time (the first remote cause's note).
     pub note: Option<String>,
     pub parameters: Vec<(String, String)>,
+    /// The queue item it was started from (`queueId`).
+    pub queue_id: Option<u64>,
 }
 
 /// `/job/a/job/b` for job path `a/b`, each name percent-encoded.
@@ -259,7 +261,7 @@ impl Jenkins {
             }
             let a = http::send("jenkins", what, req, JSON_CAP).await?;
             if a.status == StatusCode::FORBIDDEN && a.mentions("crumb") && !refreshed {
-                log::info!(target: "poormanci", "{what}: crumb refused, fetching a fresh one");
+                info!("{what}: crumb refused, fetching a fresh one");
                 refreshed = true;
                 continue;
             }
@@ -278,7 +280,7 @@ impl Jenkins {
                 // Refused (anonymous without Overall/Read...): try the POST
                 // without one; if Jenkins wants one it says so, and we ask again.
                 Err(e) => {
-                    log::warn!(target: "poormanci", "{e}; posting without a CSRF crumb");
+                    warn!("{e}; posting without a CSRF crumb");
                     *crumb = Crumb::Unknown;
                 }
             }
@@ -294,7 +296,7 @@ impl Jenkins {
         let what = http::describe(&Method::GET, &url);
         let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         if a.status == StatusCode::NOT_FOUND {
-            log::debug!(target: "poormanci", "{what}: 404, CSRF crumbs are off");
+            debug!("{what}: 404, CSRF crumbs are off");
             return Ok(Crumb::Off);
         }
         if !a.status.is_success() {
@@ -374,6 +376,8 @@ struct RawBuild {
     result: Option<String>,
     #[serde(default)]
     building: bool,
+    #[serde(default, rename = "queueId")]
+    queue_id: Option<u64>,
     /// Many entries are `{}`: actions the tree (or we) do not ask about.
     #[serde(default)]
     actions: Vec<Option<RawAction>>,
@@ -425,6 +429,7 @@ fn build_info(raw: RawBuild) -> BuildInfo {
         building: raw.building,
         note,
         parameters,
+        queue_id: raw.queue_id,
     }
 }
 
@@ -512,6 +517,7 @@ mod tests {
                     ("REPO".into(), "https://pagure.io/forks/alice/pungi.git".into()),
                     ("BRANCH".into(), "fix-thing".into()),
                 ],
+                queue_id: None,
             }
         );
     }
@@ -686,7 +692,7 @@ mod tests {
         assert_eq!(lines[0], "GET /queue/item/41/api/json HTTP/1.1");
         assert_eq!(
             lines[2],
-            "GET /job/a/job/b/149/api/json?tree=number%2Curl%2Cresult%2Cbuilding%2Cactions%5Bcauses%5Bnote%2CshortDescription%5D%2Cparameters%5Bname%2Cvalue%5D%5D HTTP/1.1"
+            "GET /job/a/job/b/149/api/json?tree=number%2Curl%2Cresult%2Cbuilding%2CqueueId%2Cactions%5Bcauses%5Bnote%2CshortDescription%5D%2Cparameters%5Bname%2Cvalue%5D%5D HTTP/1.1"
         );
         assert_eq!(lines[5], "GET /crumbIssuer/api/json HTTP/1.1");
         assert_eq!(lines[6], "POST /queue/cancelItem?id=41 HTTP/1.1");
