@@ -63,6 +63,19 @@ pub struct JenkinsConfig {
     pub build_timeout: Duration,
     /// Cancel a PR's queued or running builds when it gets a newer commit.
     pub cancel_superseded: bool,
+    /// Where triggers are posted.
+    pub trigger_route: TriggerRoute,
+}
+
+/// How poormanci asks Jenkins for a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerRoute {
+    /// `/job/<job>/buildWithParameters`: needs Overall/Read for whoever
+    /// posts (anonymous or the API user) and a CSRF crumb without an API token.
+    Job,
+    /// `/buildByToken/buildWithParameters?job=<job>` (build-token-root
+    /// plugin): the job token alone, no Overall/Read, no crumb.
+    BuildByToken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +261,11 @@ impl Checker {
         let queue_timeout = c.duration("poormanci.jenkins", &jenkins, "queue_timeout", 3600.0);
         let build_timeout = c.duration("poormanci.jenkins", &jenkins, "build_timeout", 21600.0);
         let cancel_superseded = c.opt_bool("poormanci.jenkins", &jenkins, "cancel_superseded", true);
+        let trigger_route = match c.opt_str("poormanci.jenkins", &jenkins, "trigger_route").as_deref() {
+            None | Some("job") => TriggerRoute::Job,
+            Some("buildByToken") => TriggerRoute::BuildByToken,
+            Some(_) => c.wrong("poormanci.jenkins.trigger_route", "\"job\" or \"buildByToken\"").unwrap_or(TriggerRoute::Job),
+        };
 
         let trusted = c.trust("poormanci.trusted", root.get("poormanci.trusted"), &Trust::default());
         let (projects, project_trust) = c.projects(root.get("poormanci.projects"), &trusted);
@@ -286,6 +304,7 @@ impl Checker {
                 queue_timeout,
                 build_timeout,
                 cancel_superseded,
+                trigger_route,
             },
             projects,
             trusted,
@@ -628,6 +647,7 @@ mod tests {
         assert_eq!(c.jenkins.peer.topic, DEFAULT_JENKINS_TOPIC);
         assert_eq!(c.pagure.flag_name, "Jenkins");
         assert!(c.pagure.comment && c.jenkins.follow);
+        assert_eq!(c.jenkins.trigger_route, TriggerRoute::Job);
         assert_eq!(c.projects["rpms/python-foo"][0].display_name, "folder");
         assert_eq!(c.topics(), ["io.pagure.prod.pagure.pull-request.", "org.fedoraproject.prod.jenkins.build."]);
     }
@@ -661,6 +681,20 @@ mod tests {
                 "poormanci.pagure.url: has credentials in it; put the API token in poormanci.pagure.token",
                 "poormanci.jenkins.url: has credentials in it; put the user in poormanci.jenkins.user and the API token in poormanci.jenkins.api_token",
             ]
+        );
+    }
+
+    #[test]
+    fn trigger_route() {
+        let mut v = good();
+        v["poormanci.jenkins"]["trigger_route"] = json!("buildByToken");
+        assert_eq!(Config::from_value(&v).unwrap().jenkins.trigger_route, TriggerRoute::BuildByToken);
+        v["poormanci.jenkins"]["trigger_route"] = json!("job");
+        assert_eq!(Config::from_value(&v).unwrap().jenkins.trigger_route, TriggerRoute::Job);
+        v["poormanci.jenkins"]["trigger_route"] = json!("buildbytoken");
+        assert_eq!(
+            Config::from_value(&v).unwrap_err(),
+            ["poormanci.jenkins.trigger_route: expected \"job\" or \"buildByToken\""]
         );
     }
 
