@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::http::PeerError;
-use crate::jenkins::{BuildInfo, Jenkins, QueueItem, QueueState};
+use crate::jenkins::{self, BuildInfo, Jenkins, QueueItem, QueueState};
 use crate::pagure::{Pagure, ProjectAcl};
 use crate::policy;
 use crate::store::{Run, Task};
@@ -91,16 +91,7 @@ pub enum TaskResult {
 /// Take a run's build out of Jenkins: out of the queue while it waits,
 /// stopped once it runs (the item may have started since we last looked).
 async fn cancel(jenkins: &Jenkins, run: &Run) -> Result<(), PeerError> {
-    let number = match (run.build, run.queue_id) {
-        (Some(n), _) => n,
-        (None, Some(q)) => match jenkins.queue_item(q).await? {
-            QueueState::Waiting { .. } => return jenkins.cancel_queue_item(q).await,
-            QueueState::Started { number, .. } => number,
-            QueueState::Cancelled | QueueState::Gone => return Ok(()),
-        },
-        (None, None) => return Ok(()),
-    };
-    jenkins.stop_build(&run.job, number).await
+    jenkins.withdraw(&run.job, run.build, run.queue_id).await.map(|_| ())
 }
 
 pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) -> TaskResult {
@@ -115,14 +106,9 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
                 return TaskResult::Failed(PeerError::Fatal(format!("job {} is no longer configured for {}", run.job, run.project)));
             };
             let cause = policy::cause(&run.pr_url, run.id);
-            let mut params = vec![
-                ("cause", cause.as_str()),
-                ("REPO", &run.repo),
-                ("BRANCH", &run.source_branch),
-                ("BRANCH_TO", &run.target_branch),
-            ];
+            let mut params = jenkins::trigger_parameters(&cause, &run.repo, &run.source_branch, &run.target_branch, run.commit.as_deref());
             params.extend(job.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            peers.jenkins.trigger(&run.job, &job.token, &params).await.map(TaskResult::Triggered)
+            peers.jenkins.trigger(&run.job, &job.token, &params).await.map(TaskResult::Triggered).map_err(PeerError::from)
         }
         Work::Follow { .. } => match (run.build, run.queue_id) {
             (Some(n), _) => peers.jenkins.build(&run.job, n).await.map(TaskResult::Build),
