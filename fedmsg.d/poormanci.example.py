@@ -46,6 +46,12 @@ config = {
         # neither). Without them the job's trigger token alone is used.
         "user": None,
         "api_token": None,
+        # Where triggers go: "job" (default, /job/<job>/buildWithParameters)
+        # or "buildByToken" (the build-token-root plugin's route: the job
+        # token alone, for a Jenkins where anonymous has no Overall/Read).
+        # With buildByToken, following builds still needs a user and
+        # api_token with Overall/Read and Job/Read.
+        "trigger_route": "job",
         # Follow triggered builds by polling Jenkins (default True), so no bus
         # plugin is needed and a lost bus message loses no result. The bus
         # message, when it comes, only makes the follow look now.
