@@ -775,7 +775,8 @@ fn permission_title(id: &str) -> String {
 fn missing_permission_in(body: &str) -> Option<String> {
     let rest = body.split(" is missing the ").nth(1)?;
     let permission = rest.split(" permission").next()?;
-    (!permission.is_empty() && permission.len() < 80 && !permission.contains('<')).then(|| permission.to_string())
+    let plain = !permission.is_empty() && permission.len() < 80 && !permission.contains(|c: char| c == '<' || c.is_control());
+    plain.then(|| permission.to_string())
 }
 
 /// The one line an error page says: Jetty's `MESSAGE:` row or `<title>`,
@@ -1366,6 +1367,61 @@ mod tests {
         assert_eq!(permission_title("hudson.model.Hudson.Read"), "Overall/Read");
         assert_eq!(permission_title("hudson.model.Item.Cancel"), "Job/Cancel");
         assert_eq!(permission_title("com.example.Weird"), "com.example.Weird");
+        assert_eq!(missing_permission_in("<p class=\"error\">ci is missing the Job/Build permission</p>").as_deref(), Some("Job/Build"));
+        assert_eq!(missing_permission_in("x is missing the a\nb permission"), None);
+    }
+
+    /// Error pages are peer-supplied text: reading any of them, however
+    /// cut or mixed, neither panics nor yields a message of several lines.
+    mod pages {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn fragment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("<th>MESSAGE:</th><td>".to_string()),
+                Just("</td>".to_string()),
+                Just("java.lang.IllegalStateException: ".to_string()),
+                Just("<p class=\"error\">".to_string()),
+                Just("</p>".to_string()),
+                Just("<title>Error 4".to_string()),
+                Just("</title>".to_string()),
+                Just(" is missing the ".to_string()),
+                Just(" permission".to_string()),
+                Just("Authentication required".to_string()),
+                Just("Permission you need to have (but didn't): ".to_string()),
+                Just("Invalid token provided".to_string()),
+                Just(NO_VALID_CRUMB.to_string()),
+                Just("is not buildable".to_string()),
+                Just("not parameterized".to_string()),
+                Just("&amp;&quot;é\n\r\t".to_string()),
+                "\\PC{0,6}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_page_reads_safely(
+                status in prop::sample::select(vec![400u16, 403, 404, 409, 422, 500, 503]),
+                parts in prop::collection::vec(fragment(), 0..24),
+                permission in "[A-Za-z.]{0,30}",
+                who in "[a-z]{0,8}",
+                with_headers in any::<bool>(),
+                route in prop::sample::select(vec![TriggerRoute::Job, TriggerRoute::BuildByToken]),
+            ) {
+                let body = parts.concat();
+                let headers = [("X-Required-Permission", permission.as_str()), ("X-You-Are-Authenticated-As", who.as_str())];
+                let a = answer(status, if with_headers { &headers[..] } else { &[] }, &body);
+                if let Some(r) = refusal("folder/pungi-pr", &a, true, route) {
+                    let text = r.to_string();
+                    prop_assert!(!text.contains(['\n', '\r']), "{text:?}");
+                }
+                if let Some(says) = jenkins_says(&a) {
+                    prop_assert!(!says.contains(['\n', '\r']) && says.len() <= 310, "{says:?}");
+                }
+                let _ = is_crumb_refusal(&a);
+            }
+        }
     }
 
     #[tokio::test]
