@@ -454,7 +454,7 @@ impl Jenkins {
                 // bare 500 "Oops!" page (stack traces hidden): ask the job.
                 None if status == StatusCode::INTERNAL_SERVER_ERROR && self.inner.route == TriggerRoute::Job => {
                     match self.job_parameters(job).await {
-                        Ok(defined) if defined.is_empty() => {
+                        Ok(Some(defined)) if defined.is_empty() => {
                             let says = "Jenkins answers 500 and the job defines no parameters".into();
                             Err(TriggerError::Refused { what, status, refusal: Refusal::NotParameterized { job: job.into(), says } })
                         }
@@ -466,8 +466,10 @@ impl Jenkins {
         }
     }
 
-    /// The names of the parameters `job` defines (empty: not parameterized).
-    pub async fn job_parameters(&self, job: &str) -> Result<Vec<String>, PeerError> {
+    /// The names of the parameters `job` defines (empty: not
+    /// parameterized); None when the answer does not list the job's
+    /// properties, so it says nothing either way.
+    pub async fn job_parameters(&self, job: &str) -> Result<Option<Vec<String>>, PeerError> {
         let mut url = self.url(job_segments(job).chain(["api", "json"]));
         url.query_pairs_mut().append_pair("tree", "property[parameterDefinitions[name]]");
         let what = http::describe(&Method::GET, &url);
@@ -798,14 +800,13 @@ fn jenkins_says(a: &Answer) -> Option<String> {
         .or_else(exception)
         .or_else(|| between("<p class=\"error\">", "</p>"))
         .or_else(|| {
-            between("<title>", "</title>").map(|t| {
-                // "Error 409 pungi-pr is not buildable"
-                let words: Vec<&str> = t.split_whitespace().collect();
-                match words.as_slice() {
-                    ["Error", code, rest @ ..] if code.parse::<u16>().is_ok() => rest.join(" "),
-                    _ => t,
-                }
-            })
+            // Jetty's "Error 409 pungi-pr is not buildable"; a layout
+            // page's title ("Jenkins") says nothing.
+            let title = between("<title>", "</title>")?;
+            match title.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["Error", code, rest @ ..] if code.parse::<u16>().is_ok() => Some(rest.join(" ")),
+                _ => None,
+            }
         })?;
     let text = text
         .replace("&quot;", "\"")
@@ -883,7 +884,7 @@ fn queued_item(mut raw: RawQueueItem) -> QueuedItem {
 struct RawJobProperties {
     /// One entry per job property; only ParametersDefinitionProperty has definitions.
     #[serde(default)]
-    property: Vec<Option<RawProperty>>,
+    property: Option<Vec<Option<RawProperty>>>,
 }
 
 #[derive(Deserialize)]
@@ -893,13 +894,14 @@ struct RawProperty {
     parameter_definitions: Option<Vec<RawParameter>>,
 }
 
-fn parameter_names(raw: RawJobProperties) -> Vec<String> {
-    raw.property
+fn parameter_names(raw: RawJobProperties) -> Option<Vec<String>> {
+    let names = raw.property?
         .into_iter()
         .flatten()
         .flat_map(|p| p.parameter_definitions.into_iter().flatten())
         .filter_map(|d| d.name)
-        .collect()
+        .collect();
+    Some(names)
 }
 
 #[derive(Deserialize)]
@@ -1364,6 +1366,7 @@ mod tests {
         assert_eq!(jenkins_says(&answer(403, &[], AUTHENTICATED_403)).as_deref(), Some("ci is missing the Job/Build permission"));
         assert_eq!(jenkins_says(&answer(500, &[], "<title>Error 500 Server Error</title>")).as_deref(), Some("Server Error"));
         assert_eq!(jenkins_says(&answer(502, &[], "")), None);
+        assert_eq!(jenkins_says(&answer(500, &[], "<title>Jenkins</title><h1>Oops!</h1>")), None);
         assert_eq!(permission_title("hudson.model.Hudson.Read"), "Overall/Read");
         assert_eq!(permission_title("hudson.model.Item.Cancel"), "Job/Cancel");
         assert_eq!(permission_title("com.example.Weird"), "com.example.Weird");
@@ -1512,6 +1515,12 @@ mod tests {
             response("500 Server Error", &[], oops),
             response("200 OK", &[], r#"{"_class": "hudson.model.FreeStyleProject", "property": [{"_class": "hudson.model.ParametersDefinitionProperty",
                 "parameterDefinitions": [{"_class": "hudson.model.StringParameterDefinition", "name": "REPO"}]}]}"#),
+            // An answer that does not list the properties says nothing: retried.
+            response("500 Server Error", &[], oops),
+            response("200 OK", &[], r#"{"_class": "hudson.model.FreeStyleProject", "name": "pungi-pr"}"#),
+            // Nor does a job Jenkins cannot show now.
+            response("500 Server Error", &[], oops),
+            response("503 Service Unavailable", &[], ""),
         ]);
         let j = jenkins(&base, false);
         let token = job_token();
@@ -1525,8 +1534,10 @@ mod tests {
         assert!(!e.is_retry() && e.message().contains("400 Bad Request: job pungi-pr has no parameters: Jenkins says \"pungi-pr is not parameterized\""), "{e}");
         let e = msg(j.trigger("pungi-pr", &token, PARAMS).await.unwrap_err());
         assert!(!e.is_retry() && e.message().contains("500 Internal Server Error: job pungi-pr has no parameters: Jenkins answers 500"), "{e}");
-        let e = msg(j.trigger("pungi-pr", &token, PARAMS).await.unwrap_err());
-        assert!(e.is_retry(), "{e}");
+        for _ in 0..3 {
+            let e = msg(j.trigger("pungi-pr", &token, PARAMS).await.unwrap_err());
+            assert!(e.is_retry() && e.message().ends_with("500 Internal Server Error"), "{e}");
+        }
         let requests = seen.await.unwrap();
         let lines: Vec<&str> = requests.iter().map(|r| r.lines().next().unwrap()).collect();
         assert_eq!(lines[4], "GET /job/pungi-pr/api/json?tree=property%5BparameterDefinitions%5Bname%5D%5D HTTP/1.1");

@@ -200,6 +200,8 @@ def test_check_config_toml_warns_about_a_missing_binding(run, tmp_path):
 EXPECTED = {
     "constructed.jenkins.build_info.json": "error: not a bus message",
     "constructed.jenkins.queue_item.left.json": "error: not a bus message",
+    "constructed.jenkins.job_builds.json": "error: not a bus message",
+    "constructed.jenkins.queue.json": "error: not a bus message",
     "jenkins.build.start.1.json": "ignore: a build start is not a result",
     "prod2016.pagure.pull-request.new.pungi-235.json": "trigger pungi-pr for pungi#235",
     "prod2016.pagure.pull-request.closed.pungi-234.json": "ignore: pull-request.closed",
