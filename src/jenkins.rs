@@ -21,6 +21,7 @@ use url::Url;
 
 use crate::config::{JenkinsConfig, Secret, TriggerRoute};
 use crate::http::{self, Answer, PeerError};
+use crate::policy::build_of_queue_item;
 
 /// Jenkins' JSON answers are small with `tree=`; a full build answer with
 /// change sets and test actions can be larger.
@@ -44,7 +45,7 @@ pub const REPO: &str = "REPO";
 pub const BRANCH: &str = "BRANCH";
 pub const BRANCH_TO: &str = "BRANCH_TO";
 pub const COMMIT: &str = "COMMIT";
-const NOT_PARAMETERS: &[&str] = &["cause", "token", "delay"];
+pub const NOT_PARAMETERS: &[&str] = &["cause", "token", "delay"];
 
 /// Jenkins' client, cheap to clone: clones share the connection pool, the
 /// session cookie and the CSRF crumb.
@@ -178,11 +179,6 @@ impl BuildInfo {
     }
 }
 
-/// The build among `builds` that came from queue item `queue_id`.
-pub fn build_of_queue_item(builds: &[BuildInfo], queue_id: u64) -> Option<&BuildInfo> {
-    builds.iter().find(|b| b.queue_id == Some(queue_id))
-}
-
 /// The form a trigger sends: `cause` (Jenkins' note, not a parameter) and
 /// the parameters; COMMIT only when poormanci knows the commit.
 pub fn trigger_parameters<'a>(
@@ -195,46 +191,6 @@ pub fn trigger_parameters<'a>(
     let mut params = vec![("cause", cause), (REPO, repo), (BRANCH, branch), (BRANCH_TO, branch_to)];
     params.extend(commit.map(|c| (COMMIT, c)));
     params
-}
-
-/// A build that ran with what was asked, or nearly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BuiltAsAsked {
-    Exactly,
-    /// The job does not define COMMIT (an older job): it built whatever
-    /// BRANCH pointed at when it ran. Accepted; the caller warns once per job.
-    WithoutCommit,
-}
-
-/// Did Jenkins build what poormanci sent? Jenkins drops parameters a job
-/// does not define and fills in defaults (`ParametersDefinitionProperty`),
-/// so a job without REPO/BRANCH quietly tests its default branch: its
-/// result says nothing about the pull request.
-pub fn built_what_was_asked(job: &str, sent: &[(&str, &str)], got: &BuildInfo) -> Result<BuiltAsAsked, String> {
-    let sent = sent.iter().filter(|(name, _)| !NOT_PARAMETERS.contains(name));
-    let mut missing = Vec::new();
-    for (name, value) in sent {
-        match got.parameters.iter().find(|p| p.name == *name) {
-            None => missing.push(*name),
-            Some(p) if p.value.as_deref() == Some(*value) => {}
-            Some(p) => {
-                return Err(format!(
-                    "build #{} of job {job} ran with {name}={}, not {}: it did not build this pull request",
-                    got.number,
-                    http::detail(p.value.as_deref().unwrap_or("(no value)")),
-                    http::detail(value),
-                ))
-            }
-        }
-    }
-    match missing.as_slice() {
-        [] => Ok(BuiltAsAsked::Exactly),
-        [COMMIT] => Ok(BuiltAsAsked::WithoutCommit),
-        names => Err(format!(
-            "job {job} does not define {}: it did not build this pull request",
-            names.iter().filter(|n| **n != COMMIT).copied().collect::<Vec<_>>().join("/")
-        )),
-    }
 }
 
 /// Jenkins refused a request for a reason no retry can fix. Each says the
@@ -1231,44 +1187,6 @@ mod tests {
         assert_eq!(p, [("cause", "note"), (REPO, "https://r"), (BRANCH, "fix"), (BRANCH_TO, "master"), (COMMIT, "abc123")]);
         let p = trigger_parameters("note", "https://r", "fix", "master", None);
         assert!(p.iter().all(|(name, _)| *name != COMMIT));
-    }
-
-    fn built_with(params: &[(&str, &str)]) -> BuildInfo {
-        let mut b = build_info(parse(r#"{"number": 7, "url": "u", "building": false, "result": "SUCCESS"}"#));
-        b.parameters = params.iter().map(|(n, v)| Parameter { name: n.to_string(), value: Some(v.to_string()) }).collect();
-        b
-    }
-
-    #[test]
-    fn built_what_was_asked_checks_parameters() {
-        let sent = trigger_parameters("https://pagure.io/pungi/pull-request/235 [poormanci run 3]", "https://r", "fix", "master", Some("abc"));
-        let all = [(REPO, "https://r"), (BRANCH, "fix"), (BRANCH_TO, "master"), (COMMIT, "abc")];
-        assert_eq!(built_what_was_asked("pungi-pr", &sent, &built_with(&all)), Ok(BuiltAsAsked::Exactly));
-        // Extra parameters the job defines (with their defaults) do not matter.
-        let extra = [(REPO, "https://r"), (BRANCH, "fix"), (BRANCH_TO, "master"), (COMMIT, "abc"), ("CLEAN", "true")];
-        assert_eq!(built_what_was_asked("pungi-pr", &sent, &built_with(&extra)), Ok(BuiltAsAsked::Exactly));
-        // An older job without COMMIT: accepted, the caller warns.
-        let old_job = [(REPO, "https://r"), (BRANCH, "fix"), (BRANCH_TO, "master")];
-        assert_eq!(built_what_was_asked("pungi-pr", &sent, &built_with(&old_job)), Ok(BuiltAsAsked::WithoutCommit));
-        // Jenkins dropped REPO and BRANCH: the job tested its default branch.
-        let no_repo = [(BRANCH_TO, "master"), (COMMIT, "abc")];
-        assert_eq!(
-            built_what_was_asked("pungi-pr", &sent, &built_with(&no_repo)),
-            Err("job pungi-pr does not define REPO/BRANCH: it did not build this pull request".into())
-        );
-        assert_eq!(
-            built_what_was_asked("pungi-pr", &sent, &built_with(&[])),
-            Err("job pungi-pr does not define REPO/BRANCH/BRANCH_TO: it did not build this pull request".into())
-        );
-        // Another build's parameters.
-        let other = [(REPO, "https://r"), (BRANCH, "master"), (BRANCH_TO, "master"), (COMMIT, "abc")];
-        assert_eq!(
-            built_what_was_asked("pungi-pr", &sent, &built_with(&other)),
-            Err("build #7 of job pungi-pr ran with BRANCH=master, not fix: it did not build this pull request".into())
-        );
-        // Without a known commit, COMMIT is not asked for.
-        let sent = trigger_parameters("n", "https://r", "fix", "master", None);
-        assert_eq!(built_what_was_asked("pungi-pr", &sent, &built_with(&old_job)), Ok(BuiltAsAsked::Exactly));
     }
 
     #[test]
