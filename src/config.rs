@@ -57,8 +57,12 @@ pub struct JenkinsConfig {
     /// HTTP basic auth (user, API token), when both are set.
     pub auth: Option<(String, Secret)>,
     pub follow: bool,
-    pub poll_min: Duration,
-    pub poll_max: Duration,
+    /// How often a job with a build in flight is looked at (one request
+    /// answers for all its builds).
+    pub poll_interval: Duration,
+    /// The ceiling on follow requests per second to Jenkins: with many
+    /// jobs in flight, each is looked at less often.
+    pub max_requests_per_second: f64,
     pub queue_timeout: Duration,
     pub build_timeout: Duration,
     /// Cancel a PR's queued or running builds when it gets a newer commit.
@@ -216,7 +220,7 @@ const ROOT_KEYS: &[&str] = &[
 const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
 const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user"];
 const JENKINS_KEYS: &[&str] =
-    &["user", "api_token", "follow", "poll_min", "poll_max", "queue_timeout", "build_timeout", "cancel_superseded"];
+    &["user", "api_token", "follow", "poll_interval", "max_requests_per_second", "queue_timeout", "build_timeout", "cancel_superseded"];
 const COMMAND_KEYS: &[&str] = &["ok_to_test", "retest", "test"];
 const PROJECT_KEYS: &[&str] = &["jobs", "trusted"];
 const JOB_KEYS: &[&str] = &["job", "token", "display_name", "branches", "parameters"];
@@ -253,11 +257,8 @@ impl Checker {
             }
         };
         let follow = c.opt_bool("poormanci.jenkins", &jenkins, "follow", true);
-        let poll_min = c.duration("poormanci.jenkins", &jenkins, "poll_min", 5.0);
-        let poll_max = c.duration("poormanci.jenkins", &jenkins, "poll_max", 60.0);
-        if poll_max < poll_min {
-            c.problem("poormanci.jenkins.poll_max: must not be less than poll_min");
-        }
+        let poll_interval = c.duration("poormanci.jenkins", &jenkins, "poll_interval", 2.0);
+        let max_requests_per_second = c.duration("poormanci.jenkins", &jenkins, "max_requests_per_second", 20.0).as_secs_f64();
         let queue_timeout = c.duration("poormanci.jenkins", &jenkins, "queue_timeout", 3600.0);
         let build_timeout = c.duration("poormanci.jenkins", &jenkins, "build_timeout", 21600.0);
         let cancel_superseded = c.opt_bool("poormanci.jenkins", &jenkins, "cancel_superseded", true);
@@ -299,8 +300,8 @@ impl Checker {
                 peer: jenkins_peer.unwrap(),
                 auth,
                 follow,
-                poll_min,
-                poll_max,
+                poll_interval,
+                max_requests_per_second,
                 queue_timeout,
                 build_timeout,
                 cancel_superseded,

@@ -143,11 +143,11 @@ def test_a_slow_jenkins_does_not_hold_up_the_bus(jenkins, pagure, make_config, h
 def test_a_wrong_config_is_one_clear_line_and_the_hub_keeps_running(jenkins, pagure, make_config, hub_factory):
     config = make_config(jenkins, pagure)
     del config["poormanci.projects"]["pungi"][0]["token"]
-    config["poormanci.jenkins"]["poll_min"] = "soon"
+    config["poormanci.jenkins"]["poll_interval"] = "soon"
     hub = hub_factory(config, ready=False)
     line = hub.wait_for_log(r"ERROR poormanci .*poormanci is not started: .*").group(0)
     assert "poormanci.projects['pungi'][0].token: missing" in line
-    assert "poormanci.jenkins.poll_min: expected a positive number of seconds" in line
+    assert "poormanci.jenkins.poll_interval: expected a positive number of seconds" in line
     hub.wait_for_log(r"Running the MokshaHub reactor")
     assert hub.alive() and "Traceback" not in hub.log_text()
 

@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::runtime::Handle;
 
 use crate::config::Config;
+use crate::policy;
 use crate::event::Message;
 use crate::http::PeerError;
 use crate::pagure::Flag;
@@ -39,6 +40,8 @@ const NEVER: f64 = 1e15;
 pub enum Input {
     Message(Message),
     Done { task: i64, result: TaskResult },
+    /// One look at Jenkins for many follows (`worker::poll`), and its cost in requests.
+    Polled { results: Vec<(i64, TaskResult)>, requests: usize },
     Explain(Message, Sender<Vec<String>>),
     /// Answers true when no task is running or due.
     Idle(Sender<bool>),
@@ -63,11 +66,15 @@ pub struct Engine {
     busy_keys: HashSet<String>,
     closing: Option<Instant>,
     last_prune: f64,
+    /// Requests the last look at Jenkins took: the next is spaced by it.
+    poll_requests: usize,
+    /// Jobs already warned about for not defining COMMIT.
+    warned_no_commit: HashSet<String>,
 }
 
 impl Engine {
     pub fn new(cfg: Arc<Config>, store: Store, peers: Option<Arc<Peers>>, rt: Handle, tx: SyncSender<Input>) -> Engine {
-        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0 }
+        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0, poll_requests: 1, warned_no_commit: HashSet::new() }
     }
 
     pub fn run(mut self, rx: Receiver<Input>) {
@@ -120,6 +127,12 @@ impl Engine {
         match input {
             Input::Message(msg) => self.message(msg),
             Input::Done { task, result } => self.done(task, result),
+            Input::Polled { results, requests } => {
+                self.poll_requests = requests;
+                for (task, result) in results {
+                    self.done(task, result);
+                }
+            }
             Input::Explain(msg, reply) => {
                 let _ = reply.send(self.explain(&msg));
             }
@@ -195,6 +208,7 @@ impl Engine {
             Ok(due) => due,
             Err(e) => return error!("state store: cannot read due tasks: {e}"),
         };
+        let mut due_jobs = HashSet::new();
         for task in due {
             if self.in_flight.len() >= MAX_IN_FLIGHT {
                 break;
@@ -209,6 +223,14 @@ impl Engine {
                     continue;
                 }
             };
+            if matches!(task.work, Work::Follow { .. }) {
+                due_jobs.insert(run.job.clone());
+                continue;
+            }
+            if task.work == Work::Cancel && !self.may_withdraw(&run) {
+                let _ = self.store.delete_task(task.id);
+                continue;
+            }
             let key = Self::serial_key(&task, &run);
             if let Some(k) = &key {
                 if !self.busy_keys.insert(k.clone()) {
@@ -228,6 +250,53 @@ impl Engine {
                 let result = job.await.unwrap_or_else(|e| TaskResult::Failed(PeerError::Fatal(format!("internal error: {e}"))));
                 let _ = tx.send(Input::Done { task: id, result });
             });
+        }
+        if !due_jobs.is_empty() {
+            self.poll(peers, due_jobs);
+        }
+    }
+
+    /// Look at the jobs with a follow due, once each: every follow of those
+    /// jobs goes along (one request answers for all of a job's builds), and
+    /// so does every run still in the queue when the queue is read anyway.
+    fn poll(&mut self, peers: Arc<Peers>, due_jobs: HashSet<String>) {
+        let mut follows = Vec::new();
+        let mut queued = Vec::new();
+        for task in self.store.tasks_of_kind(Work::FOLLOW).unwrap_or_default() {
+            if self.in_flight.contains_key(&task.id) {
+                continue;
+            }
+            let Ok(Some(run)) = self.store.run(task.run) else { continue };
+            if due_jobs.contains(&run.job) {
+                follows.push((task.id, run));
+            } else if run.build.is_none() {
+                queued.push((task.id, run));
+            }
+        }
+        if follows.iter().any(|(_, r)| r.build.is_none()) {
+            follows.extend(queued);
+        }
+        for (id, _) in &follows {
+            self.in_flight.insert(*id, None);
+        }
+        let tx = self.tx.clone();
+        self.rt.spawn(async move {
+            let (results, requests) = worker::poll(peers, follows).await;
+            let _ = tx.send(Input::Polled { results, requests });
+        });
+    }
+
+    /// A cancel takes a queue item or build out of Jenkins: never one that
+    /// another open run shares (Jenkins merged its trigger into it).
+    fn may_withdraw(&self, run: &Run) -> bool {
+        let Some(q) = run.queue_id else { return true };
+        let sharing = self.store.open_runs_sharing(&run.job, q, run.id).unwrap_or_default();
+        match policy::withdraw(&sharing) {
+            policy::Withdraw::Go => true,
+            policy::Withdraw::Keep { for_run } => {
+                info!("run {} ({} for {}#{}): not cancelled in Jenkins: queue item {q} is also run {for_run}'s", run.id, run.job, run.project, run.pr);
+                false
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use super::{Engine, Input};
 use crate::config::Config;
 use crate::event::parse;
 use crate::http::PeerError;
-use crate::jenkins::{BuildInfo, BuildResult, QueueItem, QueueState};
+use crate::jenkins::{BuildInfo, BuildResult, Parameter, QueueItem, QueueState};
 use crate::pagure::FlagStatus;
 use crate::policy::Outcome;
 use crate::store::{RunState, Store};
@@ -31,7 +31,7 @@ struct Test {
 fn config(extra: Value) -> Config {
     let mut v = json!({
         "poormanci.pagure": {"url": "https://pagure.io", "token": "PAGURE-SECRET", "user": "cibot"},
-        "poormanci.jenkins": {"url": "https://jenkins.example.org", "poll_min": 1, "poll_max": 8},
+        "poormanci.jenkins": {"url": "https://jenkins.example.org", "poll_interval": 1},
         "poormanci.projects": {"pungi": [{"job": "pungi-pr", "token": "BEEFCAFE"}, {"job": "pungi-docs", "token": "D0C5"}]},
         "poormanci.trusted": {"users": ["lsedlar"]},
         "poormanci.state_dir": "/nonexistent",
@@ -110,14 +110,24 @@ impl Test {
     }
 }
 
-fn build(number: u64, result: Option<BuildResult>) -> BuildInfo {
+/// Build `number` of run `run`, as Jenkins shows it: with the parameters
+/// the run sent; over once it has a result.
+fn build(t: &Test, run: i64, number: u64, result: Option<BuildResult>) -> BuildInfo {
+    let run = t.engine.store.run(run).unwrap().unwrap();
+    let cause = crate::policy::cause(&run.pr_url, run.id);
+    let parameters = t.engine.sent_parameters(&run, &cause).into_iter().filter(|(k, _)| k != "cause");
     BuildInfo {
         number,
         url: format!("https://jenkins.example.org/job/pungi-pr/{number}/"),
+        queue_id: run.queue_id,
+        building: result.is_none(),
         result,
-        building: false,
-        note: None,
-        parameters: vec![],
+        note: Some(cause),
+        causes: vec![],
+        parameters: parameters.map(|(name, value)| Parameter { name, value: Some(value) }).collect(),
+        timestamp_ms: None,
+        duration_ms: None,
+        estimated_duration_ms: None,
     }
 }
 
@@ -129,7 +139,7 @@ fn a_trusted_authors_pr_is_triggered_followed_and_reported_once() {
     assert_eq!((t.state(1), t.kinds(1)), (RunState::Triggering, vec!["trigger"]));
 
     let (trigger, _) = t.task(1, "trigger");
-    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into() })));
+    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
     assert_eq!(t.state(1), RunState::Queued);
     let (_, flag) = t.task(1, "flag");
     assert!(matches!(flag, Work::Flag(ref f) if f.status == FlagStatus::Pending && f.text == "Build queued"), "{flag:?}");
@@ -138,9 +148,13 @@ fn a_trusted_authors_pr_is_triggered_followed_and_reported_once() {
     t.answer(follow, TaskResult::Queue(QueueState::Started { number: 7, url: "u".into() }));
     assert_eq!(t.state(1), RunState::Running);
     assert!(matches!(t.task(1, "flag").1, Work::Flag(ref f) if f.text == "Build #7 running"), "the newer flag replaces the older");
-    t.answer(follow, TaskResult::Build(build(7, None)));
+    let running = build(&t, 1, 7, None);
+    t.answer(follow, TaskResult::Build(running.clone()));
     assert_eq!(t.task(1, "follow").1, Work::Follow { polls: 1 });
-    t.answer(follow, TaskResult::Build(build(7, Some(BuildResult::Success))));
+    // A result while still building is not the end (post-build steps run).
+    t.answer(follow, TaskResult::Build(BuildInfo { result: Some(BuildResult::Success), ..running }));
+    assert_eq!(t.state(1), RunState::Running);
+    t.answer(follow, TaskResult::Build(build(&t, 1, 7, Some(BuildResult::Success))));
     assert_eq!(t.state(1), RunState::Done);
     let (report, work) = t.task(1, "report");
     assert!(matches!(work, Work::CheckHeadThenReport { outcome: Outcome::Finished { number: 7, .. } }), "{work:?}");
@@ -163,7 +177,7 @@ fn a_push_builds_once_and_supersedes_the_older_build() {
     let mut t = Test::new(config(json!({})));
     t.pr("new", 235, "lsedlar", A, "master");
     let (trigger, _) = t.task(1, "trigger");
-    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into() })));
+    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
     // The push is announced twice (topic and notification comment).
     t.pr("updated", 235, "lsedlar", B, "master");
     t.pr("rebased", 235, "lsedlar", B, "master");
