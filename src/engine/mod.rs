@@ -258,24 +258,22 @@ impl Engine {
 
     /// Look at the jobs with a follow due, once each: every follow of those
     /// jobs goes along (one request answers for all of a job's builds), and
-    /// so does every run still in the queue when the queue is read anyway.
-    fn poll(&mut self, peers: Arc<Peers>, due_jobs: HashSet<String>) {
-        let mut follows = Vec::new();
-        let mut queued = Vec::new();
+    /// so do jobs due a moment later, so that follows keep one rhythm and
+    /// the queue is read once for all of them.
+    fn poll(&mut self, peers: Arc<Peers>, mut due_jobs: HashSet<String>) {
+        let soon = now() + self.cfg.jenkins.poll_interval.as_secs_f64() / 4.0;
+        let mut pending = Vec::new();
         for task in self.store.tasks_of_kind(Work::FOLLOW).unwrap_or_default() {
             if self.in_flight.contains_key(&task.id) {
                 continue;
             }
             let Ok(Some(run)) = self.store.run(task.run) else { continue };
-            if due_jobs.contains(&run.job) {
-                follows.push((task.id, run));
-            } else if run.build.is_none() {
-                queued.push((task.id, run));
+            if task.due <= soon {
+                due_jobs.insert(run.job.clone());
             }
+            pending.push((task.id, run));
         }
-        if follows.iter().any(|(_, r)| r.build.is_none()) {
-            follows.extend(queued);
-        }
+        let follows: Vec<(i64, Run)> = pending.into_iter().filter(|(_, run)| due_jobs.contains(&run.job)).collect();
         for (id, _) in &follows {
             self.in_flight.insert(*id, None);
         }
@@ -284,6 +282,18 @@ impl Engine {
             let (results, requests) = worker::poll(peers, follows).await;
             let _ = tx.send(Input::Polled { results, requests });
         });
+    }
+
+    /// When a new follow first looks: with the others, when they look
+    /// within a poll interval, so that a job is read once for all its builds.
+    fn first_look(&self, t: f64) -> f64 {
+        let interval = self.cfg.jenkins.poll_interval.as_secs_f64();
+        let next = self.store.tasks_of_kind(Work::FOLLOW).unwrap_or_default().iter().map(|task| task.due).filter(|&due| due > t).fold(f64::MAX, f64::min);
+        if next <= t + interval {
+            next
+        } else {
+            t + interval
+        }
     }
 
     /// A cancel takes a queue item or build out of Jenkins: never one that

@@ -55,7 +55,8 @@ impl Engine {
                 let job_url = self.job_url(&run.job);
                 self.add_flag(&run, policy::pending_queued(&job_url));
                 if self.cfg.jenkins.follow {
-                    self.add_task(run.id, Work::Follow { polls: 0 }, t + self.cfg.jenkins.poll_interval.as_secs_f64(), super::NEVER);
+                    let first = self.first_look(t);
+                    self.add_task(run.id, Work::Follow { polls: 0 }, first, super::NEVER);
                 }
             }
             TaskResult::Queue(state) => self.queue_state(&task, &run, state, t),
