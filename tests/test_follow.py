@@ -66,7 +66,7 @@ def test_aborted_build_ends_canceled(jenkins, pagure, make_config, hub_factory, 
 def test_bus_message_and_follow_report_once(jenkins, pagure, make_config, hub_factory, wait_until):
     jenkins.build_time = 1.0
     pr = pagure.add_pr("pungi", 25)
-    hub = hub_factory(make_config(jenkins, pagure, jenkins={"poll_min": 0.5, "poll_max": 1}))
+    hub = hub_factory(make_config(jenkins, pagure, jenkins={"poll_interval": 0.5}))
     hub.publish(messages.pr_new(pr))
     wait_until(lambda: [b for b in jenkins.builds("pungi-pr") if not b["building"]], message="the build")
     done = jenkins.bus_message_for("pungi-pr", 1)
