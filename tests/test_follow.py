@@ -101,9 +101,10 @@ def test_thirty_builds_of_three_jobs_are_followed_per_job(pagure, make_config, h
     poll_interval, whatever the number of its builds, and never one build."""
     jobs = {"a-pr": "A", "b-pr": "B", "c-pr": "C"}
     interval = 0.5
-    with FakeJenkins(jobs) as jenkins:
+    with FakeJenkins({**jobs, "idle-pr": "I"}) as jenkins:
         jenkins.build_time = 3.0
-        projects = {"pungi": [{"job": job, "token": token} for job, token in jobs.items()]}
+        projects = {"pungi": [{"job": job, "token": token} for job, token in jobs.items()],
+                    "idle": [{"job": "idle-pr", "token": "I"}]}
         hub = hub_factory(make_config(jenkins, pagure, projects=projects, jenkins={"poll_interval": interval}))
         prs = [pagure.add_pr("pungi", n) for n in range(1, 11)]
         for pr in prs:
@@ -119,6 +120,8 @@ def test_thirty_builds_of_three_jobs_are_followed_per_job(pagure, make_config, h
         gets = [r for r in jenkins.requests if r.method == "GET"]
         kinds = collections.Counter(r.extra.get("kind") for r in gets)
         assert kinds["build"] == 0, kinds
+        # A job with nothing in flight is not looked at.
+        assert jenkins.request_counts("idle-pr") == collections.Counter()
         for job in jobs:
             times = [r.time for r in gets if r.extra.get("kind") == "job" and r.extra.get("job") == job]
             # 10 builds of 3 s, followed per build, would be far more.
