@@ -11,8 +11,9 @@ with real durations: its delay grows with the build's age). Everything runs
 through the real ``fedmsg-hub`` and the stand-ins of tests/. ``--old-core``:
 a directory with the ``poormanci`` package of the commit before per-job
 following (its python/poormanci plus its built _core.abi3.so), put first on
-the hub's PYTHONPATH; without it that column is skipped. The section is
-appended to ``--output`` (replacing an earlier one).
+the hub's PYTHONPATH; without it that column is skipped. The section, with
+bench/FOLLOW-NOTES.md (hand-written) after the table, is appended to
+``--output`` (replacing an earlier one).
 """
 
 from __future__ import annotations
@@ -177,6 +178,9 @@ def main():
             f"`bench/follow.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Follow requests: every "
             "request to Jenkins but the triggers, from the first trigger to the last final flag. With the bus "
             "message, latency counts from the message's publication.\n\n" + table(results, args.scale) + "\n")
+    notes = BENCH / "FOLLOW-NOTES.md"
+    if notes.exists():
+        text += "\n" + notes.read_text()
     print(text)
     if args.output:
         old = args.output.read_text() if args.output.exists() else ""

@@ -68,13 +68,15 @@ pub struct Engine {
     last_prune: f64,
     /// Requests the last look at Jenkins took: the next is spaced by it.
     poll_requests: usize,
+    /// Follows nudged by a bus message while their look was in flight.
+    look_again: HashSet<i64>,
     /// Jobs already warned about for not defining COMMIT.
     warned_no_commit: HashSet<String>,
 }
 
 impl Engine {
     pub fn new(cfg: Arc<Config>, store: Store, peers: Option<Arc<Peers>>, rt: Handle, tx: SyncSender<Input>) -> Engine {
-        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0, poll_requests: 1, warned_no_commit: HashSet::new() }
+        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0, poll_requests: 1, look_again: HashSet::new(), warned_no_commit: HashSet::new() }
     }
 
     pub fn run(mut self, rx: Receiver<Input>) {
@@ -131,6 +133,9 @@ impl Engine {
                 self.poll_requests = requests;
                 for (task, result) in results {
                     self.done(task, result);
+                    if !matches!(self.store.task(task), Ok(Some(_))) {
+                        self.look_again.remove(&task);
+                    }
                 }
             }
             Input::Explain(msg, reply) => {

@@ -144,7 +144,7 @@ impl Engine {
             Work::Follow { polls } => polls,
             _ => 0,
         };
-        let due = t + policy::poll_delay(&self.cfg, self.poll_requests).as_secs_f64();
+        let due = if self.look_again.remove(&task.id) { t } else { t + policy::poll_delay(&self.cfg, self.poll_requests).as_secs_f64() };
         let _ = self.store.retry_task(task.id, due, &Work::Follow { polls: polls + 1 }, None);
     }
 
