@@ -102,4 +102,12 @@ config = {
     # refused) is retried, with exponential backoff, before it is given up
     # and logged (default 3600).
     "poormanci.retry_deadline": 3600,
+
+    # The status page, /metrics and /healthz (off without "listen"). Keep it on
+    # 127.0.0.1 behind your reverse proxy; waiting flags link to public_url.
+    # "poormanci.web": {
+    #     "listen": "127.0.0.1:8950",
+    #     "public_url": "https://ci.example.org/poormanci",
+    #     "history_days": 90,
+    # },
 }

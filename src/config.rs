@@ -49,6 +49,13 @@ pub struct PagureConfig {
     pub flag_name: String,
     pub comment: bool,
     pub user: Option<String>,
+    /// How often reports Pagure refused for authorization (401, 403) are
+    /// tried again, waiting for a working token.
+    pub token_retry: Duration,
+    /// A refused command refreshes the project's ACL first, at most once per
+    /// project this often (a new committer is heard at once, a flood of
+    /// refusals does not become a flood of requests).
+    pub acl_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +173,8 @@ pub struct Config {
     pub commands: Commands,
     pub state_dir: PathBuf,
     pub retry_deadline: Duration,
+    /// `poormanci.web` (status page): read in crate::web::config.
+    pub web: crate::web::config::WebConfig,
 }
 
 impl Config {
@@ -182,7 +191,7 @@ impl Config {
         (config, c.warnings)
     }
 
-    /// What `poormanci check-config` prints: projects, jobs, topics, state_dir.
+    /// What `poormanci check-config` prints: projects, jobs, topics, state_dir, status page.
     pub fn summary(&self) -> Value {
         let projects: Map<String, Value> = self
             .projects
@@ -202,7 +211,12 @@ impl Config {
                 (name.clone(), Value::Array(jobs))
             })
             .collect();
-        serde_json::json!({"projects": projects, "topics": self.topics(), "state_dir": self.state_dir.display().to_string()})
+        let web = serde_json::json!({
+            "listen": self.web.listen.map(|a| a.to_string()),
+            "public_url": self.web.public_url.as_ref().map(|u| u.to_string()),
+            "history_days": self.web.history_days,
+        });
+        serde_json::json!({"projects": projects, "topics": self.topics(), "state_dir": self.state_dir.display().to_string(), "web": web})
     }
 }
 
@@ -216,9 +230,10 @@ const ROOT_KEYS: &[&str] = &[
     "poormanci.commands",
     "poormanci.state_dir",
     "poormanci.retry_deadline",
+    "poormanci.web",
 ];
 const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
-const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user"];
+const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user", "token_retry", "acl_refresh"];
 const JENKINS_KEYS: &[&str] =
     &["user", "api_token", "follow", "poll_interval", "max_requests_per_second", "queue_timeout", "build_timeout", "cancel_superseded"];
 const COMMAND_KEYS: &[&str] = &["ok_to_test", "retest", "test"];
@@ -243,6 +258,8 @@ impl Checker {
         let flag_name = c.opt_str("poormanci.pagure", &pagure, "flag_name");
         let comment = c.opt_bool("poormanci.pagure", &pagure, "comment", true);
         let user = c.opt_str("poormanci.pagure", &pagure, "user");
+        let token_retry = c.duration("poormanci.pagure", &pagure, "token_retry", 300.0);
+        let acl_refresh = c.duration("poormanci.pagure", &pagure, "acl_refresh", 60.0);
 
         let jenkins_peer = c.peer("poormanci.jenkins", &jenkins, DEFAULT_JENKINS_TOPIC);
 
@@ -283,6 +300,13 @@ impl Checker {
             Some(_) => c.wrong("poormanci.state_dir", "a directory path"),
         };
         let retry_deadline = c.duration_at("poormanci.retry_deadline", root.get("poormanci.retry_deadline"), 3600.0);
+        if let Some(Value::Object(web)) = root.get("poormanci.web") {
+            c.unknown_keys("poormanci.web.", web, &[crate::web::config::KEYS]);
+        }
+        let web = crate::web::config::parse(root).unwrap_or_else(|problems| {
+            c.problems.extend(problems);
+            Default::default()
+        });
 
         if !c.problems.is_empty() {
             return Err(c.problems.clone());
@@ -295,6 +319,8 @@ impl Checker {
                 flag_name: flag_name.unwrap_or_else(|| "Jenkins".into()),
                 comment,
                 user,
+                token_retry,
+                acl_refresh,
             },
             jenkins: JenkinsConfig {
                 peer: jenkins_peer.unwrap(),
@@ -313,6 +339,7 @@ impl Checker {
             commands,
             state_dir: state_dir.unwrap(),
             retry_deadline,
+            web,
         })
     }
 }

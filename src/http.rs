@@ -35,6 +35,10 @@ pub enum PeerError {
     /// thing, or an answer that is not the documented shape.
     #[error("{0}")]
     Fatal(String),
+    /// Refused for authorization (401, 403): fixed by a new token or ACL,
+    /// not by waiting, but worth trying again once it is fixed.
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl PeerError {
@@ -44,7 +48,7 @@ impl PeerError {
 
     pub fn message(&self) -> &str {
         match self {
-            PeerError::Retry(m) | PeerError::Fatal(m) => m,
+            PeerError::Retry(m) | PeerError::Fatal(m) | PeerError::Unauthorized(m) => m,
         }
     }
 
@@ -196,9 +200,11 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-/// Send `req` and read its answer; `cap` bounds a success body.
-pub async fn send(what: &str, req: RequestBuilder, cap: usize) -> Result<Answer, PeerError> {
-    let mut resp = req.send().await.map_err(|e| from_reqwest(what, e))?;
+/// Send `req` to `peer` ("jenkins", "pagure": counted by it) and read its answer; `cap` bounds a success body.
+pub async fn send(peer: &str, what: &str, req: RequestBuilder, cap: usize) -> Result<Answer, PeerError> {
+    let sent = req.send().await;
+    crate::web::metrics::request(peer, sent.as_ref().ok().map(|r| r.status().as_u16()));
+    let mut resp = sent.map_err(|e| from_reqwest(what, e))?;
     let status = resp.status();
     log::debug!(target: "poormanci", "{what}: {status}");
     let success = status.is_success();
@@ -427,7 +433,7 @@ mod tests {
         let url = join(&server.url, ["x"]);
         drop(server);
         let http = client(&peer(url.clone())).unwrap();
-        let e = send("POST /x", http.post(url).form(&[("token", "SECRET")]), 1024).await.unwrap_err();
+        let e = send("test", "POST /x", http.post(url).form(&[("token", "SECRET")]), 1024).await.unwrap_err();
         assert!(e.is_retry(), "{e}");
         assert!(e.message().starts_with("POST /x: ") && e.message().contains("refused"), "{e}");
         assert!(!e.message().contains("SECRET") && !e.message().contains("127.0.0.1"), "{e}");
@@ -439,7 +445,7 @@ mod tests {
         let server = bind().await;
         let mut p = peer(server.url.clone());
         p.timeout = Duration::from_millis(200);
-        let e = send("GET /", client(&p).unwrap().get(server.url.clone()), 1024).await.unwrap_err();
+        let e = send("test", "GET /", client(&p).unwrap().get(server.url.clone()), 1024).await.unwrap_err();
         assert_eq!(e, PeerError::Retry("GET /: timed out".into()));
     }
 
@@ -450,10 +456,10 @@ mod tests {
         let big = "x".repeat(100);
         let seen = server.answer(vec![response("200 OK", &[], &big), response("500 Oops", &[], &big)]);
         let http = client(&peer(url.clone())).unwrap();
-        let e = send("GET /", http.get(url.clone()), 10).await.unwrap_err();
+        let e = send("test", "GET /", http.get(url.clone()), 10).await.unwrap_err();
         assert_eq!(e, PeerError::Fatal("GET /: 200 OK: answer larger than 10 bytes".into()));
         // An error body under ERROR_BODY_CAP is read whole whatever the cap.
-        let a = send("GET /", http.get(url), 10).await.unwrap();
+        let a = send("test", "GET /", http.get(url), 10).await.unwrap();
         assert_eq!((a.status.as_u16(), a.body.len()), (500, 100));
         let requests = seen.await.unwrap();
         assert!(requests[0].to_lowercase().contains(&format!("user-agent: {USER_AGENT}")), "{}", requests[0]);
@@ -474,10 +480,10 @@ mod tests {
         ]);
         let http = client(&peer(base.clone())).unwrap();
         // Same origin: followed, the body sent again to the peer itself.
-        let a = send("POST /x", http.post(join(&base, ["x"])).form(&[("token", "JOB")]), 1024).await.unwrap();
+        let a = send("test", "POST /x", http.post(join(&base, ["x"])).form(&[("token", "JOB")]), 1024).await.unwrap();
         assert_eq!((a.status.as_u16(), a.body.as_slice()), (200, &b"here"[..]));
         for (to, path) in [(&other_port, "/y"), (&other_addr, "/z")] {
-            let e = send(&format!("POST {path}"), http.post(join(&base, [&path[1..]])).form(&[("token", "JOB")]), 1024).await.unwrap_err();
+            let e = send("test", &format!("POST {path}"), http.post(join(&base, [&path[1..]])).form(&[("token", "JOB")]), 1024).await.unwrap_err();
             assert!(!e.is_retry(), "{e}");
             assert!(e.message().starts_with(&format!("POST {path}: ")) && e.message().contains(&format!("redirected to another host, {to};")), "{e}");
             assert!(!e.message().contains("S3CRET") && !e.message().contains("/steal"), "{e}");

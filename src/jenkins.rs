@@ -429,7 +429,7 @@ impl Jenkins {
         let mut url = self.url(job_segments(job).chain(["api", "json"]));
         url.query_pairs_mut().append_pair("tree", "property[parameterDefinitions[name]]");
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         match a.status {
             s if s.is_success() => Ok(parameter_names(a.json(&what)?)),
             StatusCode::NOT_FOUND => Err(http::status_error(&what, &a, &Refusal::NoSuchJob { job: job.into() }.to_string())),
@@ -441,7 +441,7 @@ impl Jenkins {
         let id = id.to_string();
         let url = self.url(["queue", "item", &id, "api", "json"]);
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         match a.status {
             s if s.is_success() => Ok(queue_state(a.json(&what)?)),
             StatusCode::NOT_FOUND => Ok(QueueState::Gone),
@@ -454,7 +454,7 @@ impl Jenkins {
         let mut url = self.url(["queue", "api", "json"]);
         url.query_pairs_mut().append_pair("tree", QUEUE_TREE);
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         if !a.status.is_success() {
             return Err(self.error(&what, &a, ""));
         }
@@ -467,7 +467,7 @@ impl Jenkins {
         let mut url = self.url(job_segments(job).chain([n.as_str(), "api", "json"]));
         url.query_pairs_mut().append_pair("tree", BUILD_FIELDS);
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         match a.status {
             s if s.is_success() => Ok(build_info(a.json(&what)?)),
             StatusCode::NOT_FOUND => Err(http::status_error(&what, &a, &format!("no build {number} of job {job}"))),
@@ -482,7 +482,7 @@ impl Jenkins {
         let mut url = self.url(job_segments(job).chain(["api", "json"]));
         url.query_pairs_mut().append_pair("tree", &format!("builds[{BUILD_FIELDS}]{{0,{n}}}"));
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         match a.status {
             s if s.is_success() => Ok(a.json::<RawJob>(&what)?.builds.into_iter().map(build_info).collect()),
             StatusCode::NOT_FOUND => Err(http::status_error(&what, &a, &Refusal::NoSuchJob { job: job.into() }.to_string())),
@@ -564,7 +564,7 @@ impl Jenkins {
                     req = req.header(name, value);
                 }
             }
-            let a = http::send(what, req, JSON_CAP).await?;
+            let a = http::send("jenkins", what, req, JSON_CAP).await?;
             if with_crumb && !refreshed && is_crumb_refusal(&a) {
                 log::info!(target: "poormanci", "{what}: crumb refused, fetching a fresh one");
                 refreshed = true;
@@ -599,7 +599,7 @@ impl Jenkins {
     async fn fetch_crumb(&self) -> Result<Crumb, PeerError> {
         let url = self.url(["crumbIssuer", "api", "json"]);
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         if a.status == StatusCode::NOT_FOUND {
             log::debug!(target: "poormanci", "{what}: 404, CSRF crumbs are off");
             return Ok(Crumb::Off);

@@ -32,6 +32,7 @@ pub mod pagure;
 pub mod policy;
 mod python;
 pub mod store;
+pub mod web;
 pub mod work;
 pub mod worker;
 #[cfg(test)]
@@ -50,6 +51,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConfigError", m.py().get_type::<python::ConfigError>())?;
     m.add_function(wrap_pyfunction!(python::check_config, m)?)?;
     m.add_function(wrap_pyfunction!(python::read_status, m)?)?;
+    m.add_function(wrap_pyfunction!(python::check_pagure_token, m)?)?;
     m.add_class::<python::Core>()?;
     Ok(())
 }

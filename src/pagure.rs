@@ -51,6 +51,71 @@ impl FlagStatus {
     }
 }
 
+/// The token ACLs poormanci uses.
+pub const PR_FLAG: &str = "pull_request_flag";
+pub const PR_COMMENT: &str = "pull_request_comment";
+/// Only to close a superseded run's pending flag on its older commit.
+pub const COMMIT_FLAG: &str = "commit_flag";
+
+/// What `check_token` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// Pagure knows the token: `user`'s; it lacks these (project, ACL); these projects do not exist.
+    Checked { user: String, missing: Vec<(String, &'static str)>, no_project: Vec<String> },
+    /// Pagure refuses the token itself (unknown, expired).
+    Refused(String),
+    /// Pagure could not be asked (down, unreachable, not Pagure).
+    Unknown(String),
+}
+
+/// A token check, said for people: `problems` (the token cannot do what
+/// poormanci needs), `warnings`, and a `summary` once Pagure answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenVerdict {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+    pub summary: Option<String>,
+}
+
+impl TokenCheck {
+    pub fn verdict(&self, configured_user: Option<&str>, projects: usize) -> TokenVerdict {
+        let mut v = TokenVerdict::default();
+        match self {
+            TokenCheck::Refused(e) => v.problems.push(format!(
+                "poormanci.pagure.token: Pagure refuses it ({e}); create a new API token with the ACLs {PR_FLAG} and {PR_COMMENT}. \
+                 Until then results are kept and delivered once it works"
+            )),
+            TokenCheck::Unknown(e) => v.warnings.push(format!("cannot check the Pagure token: {e}; going on, it is checked again at the next start")),
+            TokenCheck::Checked { user, missing, no_project } => {
+                let mut acls: Vec<&str> = missing.iter().map(|(_, acl)| *acl).collect();
+                acls.sort();
+                acls.dedup();
+                for acl in acls {
+                    let on: Vec<&str> = missing.iter().filter(|(_, a)| *a == acl).map(|(p, _)| p.as_str()).collect();
+                    v.problems.push(format!(
+                        "poormanci.pagure.token (user {user}): lacks the ACL {acl} on {}; add it to the token (or use a token of a user \
+                         with access there). Until then those results are kept and delivered once it works",
+                        on.join(", ")
+                    ));
+                }
+                for project in no_project {
+                    v.problems.push(format!("poormanci.projects[{project:?}]: Pagure has no project {project}"));
+                }
+                if let Some(configured) = configured_user.filter(|c| c != user) {
+                    v.warnings.push(format!(
+                        "poormanci.pagure.user is {configured:?} but the token is {user:?}'s: its own comments and flags will not be recognised"
+                    ));
+                }
+                v.summary = Some(match v.problems.len() {
+                    0 => format!("Pagure token of {user}: {PR_FLAG} and {PR_COMMENT} on {projects} project(s)"),
+                    n => format!("Pagure token of {user}: {n} problem(s) on {projects} project(s)"),
+                });
+            }
+        }
+        v
+    }
+}
+
 /// A flag on a PR: what poormanci decides and what Pagure is sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flag {
@@ -174,7 +239,7 @@ impl Pagure {
 
     pub async fn comment(&self, project: &str, id: u64, text: &str) -> Result<(), PeerError> {
         let url = self.url(project, &["pull-request", &id.to_string(), "comment"]);
-        let target = Target { project, id: Some(id), acl: Some("pull_request_comment") };
+        let target = Target { project, id: Some(id), acl: Some(PR_COMMENT) };
         self.post(url, &[("comment", text)], target).await
     }
 
@@ -193,8 +258,79 @@ impl Pagure {
         if let Some(p) = &percent {
             form.push(("percent", p));
         }
-        let target = Target { project, id: Some(id), acl: Some("pull_request_flag") };
+        let target = Target { project, id: Some(id), acl: Some(PR_FLAG) };
         self.post(url, &form, target).await
+    }
+
+    /// Set the flag `uid` on one commit of the project (`POST
+    /// /api/0/<project>/c/<commit>/flag`, ACL `commit_flag`): the same
+    /// (commit, uid) as a PR flag updates that flag in place.
+    pub async fn commit_flag(&self, project: &str, commit: &str, username: &str, uid: &str, flag: &Flag) -> Result<(), PeerError> {
+        let url = self.url(project, &["c", commit, "flag"]);
+        let form = [("username", username), ("status", flag.status.as_str()), ("comment", &flag.text), ("url", &flag.url), ("uid", uid)];
+        self.post(url, &form, Target { project, id: None, acl: Some(COMMIT_FLAG) }).await
+    }
+
+    /// `POST /api/0/-/whoami`: the token's user.
+    pub async fn whoami(&self) -> Result<String, PeerError> {
+        #[derive(Deserialize)]
+        struct Me {
+            username: String,
+        }
+        let url = http::join(&self.base, ["api", "0", "-", "whoami"]);
+        let what = http::describe(&Method::POST, &url);
+        let a = http::send("pagure", &what, self.request(Method::POST, url), JSON_CAP).await?;
+        if !a.status.is_success() {
+            return Err(error(&what, &a, &Target { project: "-", id: None, acl: None }));
+        }
+        Ok(a.json::<Me>(&what)?.username)
+    }
+
+    /// Does the token have `acl` on `project`? Pagure 5.13 has no call that
+    /// lists a token's ACLs, but it checks the token and its ACLs before it
+    /// looks for the pull request: a POST to pull request 0 (ids start at 1)
+    /// answers 401 without the ACL and 404 ENOREQ with it, changing nothing.
+    pub async fn has_acl(&self, project: &str, acl: &str) -> Result<bool, PeerError> {
+        let endpoint = match acl {
+            PR_FLAG => "flag",
+            PR_COMMENT => "comment",
+            other => return Err(PeerError::Fatal(format!("no probe for the ACL {other}"))),
+        };
+        let url = self.url(project, &["pull-request", "0", endpoint]);
+        let what = http::describe(&Method::POST, &url);
+        let a = http::send("pagure", &what, self.request(Method::POST, url).form(&[("probe", "1")]), JSON_CAP).await?;
+        let code = serde_json::from_slice::<ApiError>(&a.body).map(|e| e.error_code).unwrap_or_default();
+        match (a.status.as_u16(), code.as_str()) {
+            (404, "ENOREQ") => Ok(true),
+            (401 | 403, _) => Ok(false),
+            _ => Err(error(&what, &a, &Target { project, id: Some(0), acl: Some(acl) })),
+        }
+    }
+
+    /// What Pagure says of the token: whose it is, and which of the ACLs
+    /// poormanci needs it lacks on which project.
+    pub async fn check_token(&self, projects: &[&str], acls: &[&'static str]) -> TokenCheck {
+        let user = match self.whoami().await {
+            Ok(user) => user,
+            Err(PeerError::Unauthorized(e)) => return TokenCheck::Refused(e),
+            Err(e) => return TokenCheck::Unknown(e.message().to_string()),
+        };
+        let mut missing = Vec::new();
+        let mut no_project = Vec::new();
+        for project in projects {
+            for acl in acls {
+                match self.has_acl(project, acl).await {
+                    Ok(true) => {}
+                    Ok(false) => missing.push((project.to_string(), *acl)),
+                    Err(e) if e.message().contains("ENOPROJECT") => {
+                        no_project.push(project.to_string());
+                        break;
+                    }
+                    Err(e) => return TokenCheck::Unknown(e.message().to_string()),
+                }
+            }
+        }
+        TokenCheck::Checked { user, missing, no_project }
     }
 
     /// `<base>/api/0/<namespace>/<name>/<rest>`, each part one encoded segment.
@@ -208,7 +344,7 @@ impl Pagure {
 
     async fn get<T: serde::de::DeserializeOwned>(&self, url: Url, target: Target<'_>) -> Result<T, PeerError> {
         let what = http::describe(&Method::GET, &url);
-        let a = http::send(&what, self.request(Method::GET, url), JSON_CAP).await?;
+        let a = http::send("pagure", &what, self.request(Method::GET, url), JSON_CAP).await?;
         if !a.status.is_success() {
             return Err(error(&what, &a, &target));
         }
@@ -218,7 +354,7 @@ impl Pagure {
     /// POST a form; Pagure answers `{"message": "..."}` on success.
     async fn post(&self, url: Url, form: &[(&str, &str)], target: Target<'_>) -> Result<(), PeerError> {
         let what = http::describe(&Method::POST, &url);
-        let a = http::send(&what, self.request(Method::POST, url).form(form), JSON_CAP).await?;
+        let a = http::send("pagure", &what, self.request(Method::POST, url).form(form), JSON_CAP).await?;
         if !a.status.is_success() {
             return Err(error(&what, &a, &target));
         }
@@ -244,6 +380,15 @@ struct ApiError {
 
 /// One line for a non-2xx answer, from Pagure's error code when it gave one.
 fn error(what: &str, a: &Answer, t: &Target) -> PeerError {
+    let e = api_error(what, a, t);
+    // A bad, expired or short-handed token: kept for when it is fixed.
+    match a.status.as_u16() {
+        401 | 403 => PeerError::Unauthorized(e.message().to_string()),
+        _ => e,
+    }
+}
+
+fn api_error(what: &str, a: &Answer, t: &Target) -> PeerError {
     let Ok(e) = serde_json::from_slice::<ApiError>(&a.body) else {
         // Not Pagure speaking (a proxy's 502 page...): the status says it all.
         return http::status_error(what, a, "");
@@ -331,7 +476,7 @@ mod tests {
         let what = "POST /api/0/test/pull-request/1/flag";
         assert_eq!(
             error(what, &answer(401, MISSING_FLAG_ACL), &FLAG),
-            PeerError::Fatal(format!(
+            PeerError::Unauthorized(format!(
                 "{what}: 401 EINVALIDTOK: the Pagure token is invalid or lacks the pull_request_flag ACL (Missing ACLs: pull_request_flag)"
             ))
         );
@@ -360,7 +505,7 @@ mod tests {
         let e = error("GET /p", &answer(500, r#"{"error": "boom", "error_code": "ENOCODE"}"#), &GET);
         assert_eq!(e, PeerError::Retry("GET /p: 500 ENOCODE: boom".into()));
         let e = error("GET /p", &answer(403, "{}"), &GET);
-        assert_eq!(e, PeerError::Fatal("GET /p: 403 Forbidden".into()));
+        assert_eq!(e, PeerError::Unauthorized("GET /p: 403 Forbidden".into()));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::config::Config;
-use crate::{engine, event, store, worker};
+use crate::{engine, event, store, web, worker};
 use crate::engine::{Engine, Input};
 use crate::event::{Event, Node, MAX_FIELD};
 
@@ -108,6 +108,21 @@ pub fn check_config<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResul
     Ok(pythonize::pythonize(py, &answer)?)
 }
 
+/// What Pagure says of the configured token and its ACLs, for
+/// `poormanci check-config`: `problems`, `warnings`, `summary` (a line or None).
+#[pyfunction]
+pub fn check_pagure_token<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let (cfg, _) = config_from(config)?.map_err(|p| config_error(py, p))?;
+    let pagure = crate::pagure::Pagure::new(&cfg.pagure).map_err(PyRuntimeError::new_err)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the I/O runtime: {e}")))?;
+    let verdict = py.detach(|| runtime.block_on(worker::check_token(&cfg, &pagure)));
+    let answer = serde_json::json!({"problems": verdict.problems, "warnings": verdict.warnings, "summary": verdict.summary});
+    Ok(pythonize::pythonize(py, &answer)?)
+}
+
 /// The state store's pending work, for `poormanci status`.
 #[pyfunction]
 pub fn read_status<'py>(py: Python<'py>, state_dir: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -157,12 +172,32 @@ impl Core {
                 warn!("poormanci.{name}.insecure is on: TLS certificates of {} are NOT verified", peer.url);
             }
         }
+        if let Some(peers) = peers.clone() {
+            // Said once at start, without holding it up: Pagure may be down.
+            let cfg = cfg.clone();
+            runtime.spawn(async move {
+                let verdict = worker::check_token(&cfg, &peers.pagure).await;
+                verdict.problems.iter().for_each(|p| error!("{p}"));
+                verdict.warnings.iter().for_each(|w| warn!("{w}"));
+                if let Some(summary) = verdict.summary {
+                    info!("{summary}");
+                }
+            });
+        }
         let (tx, rx) = mpsc::sync_channel(INBOX);
         let engine = Engine::new(cfg.clone(), store, peers, runtime.handle().clone(), tx.clone());
         let thread = std::thread::Builder::new()
             .name("poormanci-engine".into())
             .spawn(move || engine.run(rx))
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the engine thread: {e}")))?;
+        if !dry_run {
+            // The status page (issue 15): a port in use is logged, and CI goes on without it.
+            match web::start(&runtime, cfg.clone()) {
+                Ok(Some(addr)) => info!("status page on http://{addr}/"),
+                Ok(None) => {}
+                Err(e) => error!("{e}; running without the status page"),
+            }
+        }
         let projects = cfg.projects.len();
         let jobs: usize = cfg.projects.values().map(Vec::len).sum();
         if !dry_run {
@@ -181,15 +216,21 @@ impl Core {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let id = envelope.get("msg_id").and_then(|v| v.text(MAX_FIELD)).unwrap_or_else(|| "-".into());
             let Some(topic) = topic.text(MAX_FIELD) else {
+                web::metrics::message_dropped(true);
                 return warn!("msg {id}: dropped: the topic is not a string");
             };
             // Decided from the config alone, here: no need to wake the engine.
             if let Some(why) = event::not_ours_early(&self.cfg, &topic, envelope) {
+                web::metrics::message_dropped(false);
                 return debug!("msg {id} {topic}: ignored: {why}");
             }
             match event::parse(&self.cfg, &topic, envelope) {
-                Err(e) => warn!("msg {id} {topic}: malformed, dropped: {e}"),
+                Err(e) => {
+                    web::metrics::message_dropped(true);
+                    warn!("msg {id} {topic}: malformed, dropped: {e}")
+                }
                 Ok(msg) if matches!(msg.event, Event::NotOurs(_)) => {
+                    web::metrics::message_dropped(false);
                     if let Event::NotOurs(why) = &msg.event {
                         debug!("msg {id} {topic}: ignored: {why}");
                     }

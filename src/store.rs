@@ -62,6 +62,9 @@ pub struct Run {
     pub state: RunState,
     pub created: f64,
     pub started: Option<f64>,
+    /// The uid of its PR flag: recorded with the run (a run recorded by
+    /// release 0.1.0 has none and keeps that release's uid).
+    pub flag_uid: String,
 }
 
 impl std::ops::Deref for Run {
@@ -79,6 +82,8 @@ pub struct Task {
     pub due: f64,
     pub deadline: f64,
     pub attempts: u32,
+    /// Refused for authorization (401, 403): kept until the token works.
+    pub waiting_for_token: bool,
 }
 
 pub struct Store {
@@ -88,7 +93,14 @@ pub struct Store {
 pub type Result<T> = rusqlite::Result<T>;
 
 const RUN_COLUMNS: &str =
-    "id, project, pr, job, commit_id, repo, branch, branch_to, pr_url, queue_id, build, build_url, state, created, started";
+    "id, project, pr, job, commit_id, repo, branch, branch_to, pr_url, queue_id, build, build_url, state, created, started, flag_uid";
+
+/// Columns added since release 0.1.0, added to an older store when opened.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("runs", "flag_uid", "TEXT"), ("tasks", "held", "TEXT")];
+
+const TASK_COLUMNS: &str = "id, run, kind, payload, due, deadline, attempts, held";
+/// `tasks.held` of a task Pagure refused for authorization, kept for a working token.
+const HELD_FOR_TOKEN: &str = "token";
 
 fn run_from(r: &Row) -> Result<Run> {
     Ok(Run {
@@ -110,6 +122,10 @@ fn run_from(r: &Row) -> Result<Run> {
         state: r.get(12)?,
         created: r.get(13)?,
         started: r.get(14)?,
+        flag_uid: match r.get::<_, Option<String>>(15)? {
+            Some(uid) => uid,
+            None => crate::policy::legacy_flag_uid(&r.get::<_, String>(3)?),
+        },
     })
 }
 
@@ -124,6 +140,7 @@ fn task_from(r: &Row) -> Result<Task> {
         due: r.get(4)?,
         deadline: r.get(5)?,
         attempts: r.get(6)?,
+        waiting_for_token: r.get::<_, Option<String>>(7)?.as_deref() == Some(HELD_FOR_TOKEN),
     })
 }
 
@@ -274,7 +291,19 @@ impl Store {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
-        db.execute_batch(SCHEMA)
+        db.execute_batch(SCHEMA)?;
+        for (table, column, kind) in ADDED_COLUMNS {
+            let exists = db.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?.exists([column])?;
+            if !exists {
+                db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+            }
+        }
+        crate::web::history::migrate(db)
+    }
+
+    /// The engine's connection, for the status page's own records (crate::web::history).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.db
     }
 
     pub fn begin(&self) -> Result<()> {
@@ -293,9 +322,21 @@ impl Store {
     /// A new run, `gated` (waiting for a trusted person) or `triggering`.
     pub fn add_run(&self, spec: &RunSpec, state: RunState, now: f64) -> Result<i64> {
         self.db.execute(
-            "INSERT INTO runs (project, pr, job, commit_id, repo, branch, branch_to, pr_url, state, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![spec.project, spec.pr, spec.job, spec.commit, spec.repo, spec.source_branch, spec.target_branch, spec.pr_url, state, now],
+            "INSERT INTO runs (project, pr, job, commit_id, repo, branch, branch_to, pr_url, state, created, flag_uid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                spec.project,
+                spec.pr,
+                spec.job,
+                spec.commit,
+                spec.repo,
+                spec.source_branch,
+                spec.target_branch,
+                spec.pr_url,
+                state,
+                now,
+                crate::policy::flag_uid(&spec.project, spec.pr, &spec.job)
+            ],
         )?;
         Ok(self.db.last_insert_rowid())
     }
@@ -381,7 +422,7 @@ impl Store {
 
     pub fn add_task(&self, run: i64, work: &Work, due: f64, deadline: f64) -> Result<i64> {
         self.db.execute(
-            "INSERT INTO tasks (run, kind, payload, due, deadline) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO tasks (run, kind, payload, due, deadline, created) VALUES (?1, ?2, ?3, ?4, ?5, unixepoch('subsec'))",
             params![run, work.kind(), work.payload().to_string(), due, deadline],
         )?;
         Ok(self.db.last_insert_rowid())
@@ -389,7 +430,7 @@ impl Store {
 
     pub fn task(&self, id: i64) -> Result<Option<Task>> {
         self.db
-            .query_row("SELECT id, run, kind, payload, due, deadline, attempts FROM tasks WHERE id = ?1", [id], task_from)
+            .query_row(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"), [id], task_from)
             .optional()
     }
 
@@ -397,7 +438,7 @@ impl Store {
     pub fn due_tasks(&self, now: f64, limit: usize) -> Result<Vec<Task>> {
         let mut stmt = self
             .db
-            .prepare_cached("SELECT id, run, kind, payload, due, deadline, attempts FROM tasks WHERE due <= ?1 ORDER BY due, id LIMIT ?2")?;
+            .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE due <= ?1 ORDER BY due, id LIMIT ?2"))?;
         let rows = stmt.query_map(params![now, limit as i64], task_from)?;
         rows.collect()
     }
@@ -420,6 +461,22 @@ impl Store {
         Ok(())
     }
 
+    /// Keep a task Pagure refused for authorization until the token works:
+    /// tried again at `due` (and sooner by `wake_held`), never given up.
+    pub fn hold_for_token(&self, id: i64, due: f64, deadline: f64, error: &str) -> Result<()> {
+        self.db.execute(
+            "UPDATE tasks SET held = ?2, due = ?3, deadline = ?4, attempts = attempts + 1, last_error = ?5 WHERE id = ?1",
+            params![id, HELD_FOR_TOKEN, due, deadline, error],
+        )?;
+        Ok(())
+    }
+
+    /// Tasks kept for a working token are due now (at start, and once
+    /// Pagure took a request again); how many.
+    pub fn wake_held(&self, now: f64) -> Result<usize> {
+        self.db.execute("UPDATE tasks SET due = min(due, ?2) WHERE held = ?1", params![HELD_FOR_TOKEN, now])
+    }
+
     /// Tasks of one kind for the runs of one PR and job (a newer flag
     /// supersedes one not sent yet).
     pub fn tasks_of_pr(&self, project: &str, pr: u64, job: &str, kind: &str) -> Result<Vec<i64>> {
@@ -432,14 +489,14 @@ impl Store {
 
     pub fn tasks_of_run(&self, run: i64, kind: &str) -> Result<Vec<Task>> {
         let mut stmt =
-            self.db.prepare_cached("SELECT id, run, kind, payload, due, deadline, attempts FROM tasks WHERE run = ?1 AND kind = ?2")?;
+            self.db.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE run = ?1 AND kind = ?2"))?;
         let rows = stmt.query_map(params![run, kind], task_from)?;
         rows.collect()
     }
 
     /// Every task of this kind, oldest first.
     pub fn tasks_of_kind(&self, kind: &str) -> Result<Vec<Task>> {
-        let mut stmt = self.db.prepare_cached("SELECT id, run, kind, payload, due, deadline, attempts FROM tasks WHERE kind = ?1 ORDER BY id")?;
+        let mut stmt = self.db.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE kind = ?1 ORDER BY id"))?;
         let rows = stmt.query_map([kind], task_from)?;
         rows.collect()
     }
@@ -462,16 +519,20 @@ impl Store {
         Ok(())
     }
 
-    /// Forget finished runs and msg_ids older than the dedupe window, and
-    /// seen msg_ids beyond the newest KEEP_SEEN.
-    pub fn prune(&self, now: f64) -> Result<()> {
+    /// Forget msg_ids older than the dedupe window and beyond the newest
+    /// KEEP_SEEN, and finished runs older than `keep_runs` seconds (at least the window).
+    pub fn prune(&self, now: f64, keep_runs: f64) -> Result<()> {
         let old = now - KEEP_SECS;
         self.db.execute("DELETE FROM seen WHERE at < ?1", [old])?;
         self.db.execute(
             "DELETE FROM seen WHERE at < (SELECT at FROM seen ORDER BY at DESC LIMIT 1 OFFSET ?1)",
             [KEEP_SEEN],
         )?;
-        self.db.execute("DELETE FROM runs WHERE state = 'done' AND finished < ?1 AND id NOT IN (SELECT run FROM tasks)", [old])?;
+        self.db.execute(
+            "DELETE FROM runs WHERE state = 'done' AND finished < ?1 AND id NOT IN (SELECT run FROM tasks)",
+            [now - keep_runs.max(KEEP_SECS)],
+        )?;
+        crate::web::history::prune(&self.db)?;
         // Approvals are kept about a year: a PR open that long is rare.
         self.db.execute("DELETE FROM approvals WHERE at < ?1", [now - 12.0 * KEEP_SECS])?;
         Ok(())
@@ -479,7 +540,13 @@ impl Store {
 
     /// A summary for `poormanci status`.
     pub fn status(&self) -> Result<Value> {
-        let mut stmt = self.db.prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state != 'done' ORDER BY id"))?;
+        // Read-only, maybe a store of an older release not yet opened by this one.
+        let has = |table: &str, column: &str| -> Result<bool> {
+            self.db.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?.exists(params![table, column])
+        };
+        let run_columns = if has("runs", "flag_uid")? { RUN_COLUMNS.to_string() } else { RUN_COLUMNS.replace("flag_uid", "NULL") };
+        let held = if has("tasks", "held")? { "t.held" } else { "NULL" };
+        let mut stmt = self.db.prepare(&format!("SELECT {run_columns} FROM runs WHERE state != 'done' ORDER BY id"))?;
         let runs: Vec<Value> = stmt
             .query_map([], run_from)?
             .map(|r| {
@@ -489,15 +556,16 @@ impl Store {
                 })
             })
             .collect::<Result<_>>()?;
-        let mut stmt = self.db.prepare(
-            "SELECT t.id, t.run, t.kind, t.due, t.attempts, t.last_error, r.project, r.pr, r.job
-             FROM tasks t LEFT JOIN runs r ON r.id = t.run ORDER BY t.due",
-        )?;
+        let mut stmt = self.db.prepare(&format!(
+            "SELECT t.id, t.run, t.kind, t.due, t.attempts, t.last_error, r.project, r.pr, r.job, {held}
+             FROM tasks t LEFT JOIN runs r ON r.id = t.run ORDER BY t.due"
+        ))?;
         let tasks: Vec<Value> = stmt
             .query_map([], |r| {
                 Ok(json!({"id": r.get::<_, i64>(0)?, "run": r.get::<_, i64>(1)?, "kind": r.get::<_, String>(2)?,
                           "due": r.get::<_, f64>(3)?, "attempts": r.get::<_, i64>(4)?, "last_error": r.get::<_, Option<String>>(5)?,
-                          "project": r.get::<_, Option<String>>(6)?, "pr": r.get::<_, Option<i64>>(7)?, "job": r.get::<_, Option<String>>(8)?}))
+                          "project": r.get::<_, Option<String>>(6)?, "pr": r.get::<_, Option<i64>>(7)?, "job": r.get::<_, Option<String>>(8)?,
+                          "waiting_for_token": r.get::<_, Option<String>>(9)?.as_deref() == Some(HELD_FOR_TOKEN)}))
             })?
             .collect::<Result<_>>()?;
         let finished: i64 = self.db.query_row("SELECT count(*) FROM runs WHERE state = 'done'", [], |r| r.get(0))?;
@@ -640,7 +708,7 @@ mod tests {
         let s = Store::open_in_memory();
         assert!(s.first_sight("m1", 1.0).unwrap());
         assert!(!s.first_sight("m1", 2.0).unwrap());
-        s.prune(1.0 + KEEP_SECS + 1.0).unwrap();
+        s.prune(1.0 + KEEP_SECS + 1.0, KEEP_SECS).unwrap();
         assert!(s.first_sight("m1", 3.0).unwrap());
     }
 }

@@ -35,6 +35,9 @@ pub enum Work {
     /// The run ended: read the PR's head (no stale green), then report.
     #[serde(rename = "report")]
     CheckHeadThenReport { outcome: Outcome },
+    /// Set `flag` (with the run's uid) on the run's older `commit`, which
+    /// the PR has left: it closes the pending flag left there.
+    CloseStaleFlag { commit: String, flag: Flag },
     /// Ask Pagure whether `user` is trusted on the run's project, then act.
     Trust {
         user: String,
@@ -112,6 +115,7 @@ impl Work {
     pub const LOOKUP: &'static str = "lookup";
     pub const REPORT: &'static str = "report";
     pub const TRUST: &'static str = "trust";
+    pub const CLOSE_STALE_FLAG: &'static str = "close_stale_flag";
 
     /// The tag stored in the `kind` column.
     pub fn kind(&self) -> &'static str {
@@ -124,13 +128,16 @@ impl Work {
             Work::Lookup { .. } => Self::LOOKUP,
             Work::CheckHeadThenReport { .. } => Self::REPORT,
             Work::Trust { .. } => Self::TRUST,
+            Work::CloseStaleFlag { .. } => Self::CLOSE_STALE_FLAG,
         }
     }
 
     pub fn peer(&self) -> Peer {
         match self {
             Work::Trigger | Work::Cancel | Work::Follow { .. } | Work::Lookup { .. } => Peer::Jenkins,
-            Work::Flag(_) | Work::Comment { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } => Peer::Pagure,
+            Work::Flag(_) | Work::Comment { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } | Work::CloseStaleFlag { .. } => {
+                Peer::Pagure
+            }
         }
     }
 
@@ -178,6 +185,7 @@ mod tests {
             Work::Lookup { number: 7 },
             Work::CheckHeadThenReport { outcome: Outcome::QueueCancelled },
             Work::Trust { user: "alice".into(), then: AfterTrust::Release },
+            Work::CloseStaleFlag { commit: "abc".into(), flag: Flag { status: FlagStatus::Canceled, percent: None, text: "x".into(), url: "u".into() } },
             Work::Trust { user: "alice".into(), then: AfterTrust::Commands { commands: vec![Command::Retest], spec } },
         ]
     }
@@ -225,6 +233,15 @@ mod tests {
         }
         let run = store.run(3).unwrap().unwrap();
         assert_eq!((run.source_branch.as_str(), run.target_branch.as_str()), ("lorax-dir", "master"));
+        // Its runs keep the flag uid 0.1.0 gave them (the job's alone), so a
+        // pending flag it set is still updated in place; new runs get the new one.
+        assert_eq!(run.flag_uid, crate::policy::legacy_flag_uid(&run.job));
+        assert_eq!(run.flag_uid, "poormanci-d8dced95d1428cc9");
+        drop(store);
+        let store = Store::open(&dir).unwrap();
+        let new = store.add_run(&run.spec, RunState::Triggering, 0.0).unwrap();
+        assert_eq!(store.run(new).unwrap().unwrap().flag_uid, crate::policy::flag_uid(&run.project, run.pr, &run.job));
+        assert_eq!(store.run(3).unwrap().unwrap().flag_uid, "poormanci-d8dced95d1428cc9", "still, after a second open");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

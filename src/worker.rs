@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::http::PeerError;
 use crate::jenkins::{self, BuildInfo, Jenkins, QueueItem, QueueState};
-use crate::pagure::{Pagure, ProjectAcl};
+use crate::pagure::{Pagure, ProjectAcl, TokenVerdict, PR_COMMENT, PR_FLAG};
 use crate::policy;
 use crate::store::{Run, Task};
 use crate::work::{Peer, Work};
@@ -27,6 +27,8 @@ pub struct Peers {
     /// Project ACLs and group members, by project path and group name.
     acls: Mutex<HashMap<String, (Instant, ProjectAcl)>>,
     groups: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+    /// When a refusal last made a project's ACL be read again.
+    rereads: Mutex<HashMap<String, Instant>>,
 }
 
 impl Peers {
@@ -38,26 +40,50 @@ impl Peers {
             pagure_slots: Semaphore::new(cfg.pagure.peer.concurrency),
             acls: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
+            rereads: Mutex::new(HashMap::new()),
         })
     }
 
     /// Is `user` trusted on `project`, by config or as Pagure reports the
-    /// project's committers and the groups' members?
+    /// project's committers and the groups' members? Before saying no from
+    /// cached answers, ask Pagure again (someone given commit access a
+    /// moment ago is heard at once), at most once per project per
+    /// `acl_refresh` (a flood of refusals is not a flood of requests).
     async fn is_trusted(&self, cfg: &Config, project: &str, user: &str) -> Result<bool, PeerError> {
+        let (trusted, fresh) = self.trusted_as_known(cfg, project, user, false).await?;
+        if trusted || fresh || !self.may_reread(project, cfg.pagure.acl_refresh) {
+            return Ok(trusted);
+        }
+        debug!("{project}: re-reading its ACL before refusing {user}");
+        Ok(self.trusted_as_known(cfg, project, user, true).await?.0)
+    }
+
+    /// (trusted, whether the project's ACL was read just now).
+    async fn trusted_as_known(&self, cfg: &Config, project: &str, user: &str, reread: bool) -> Result<(bool, bool), PeerError> {
         let trust = cfg.trust(project);
-        let acl = match cached(&self.acls, project) {
-            Some(acl) => acl,
-            None => remember(&self.acls, project, self.pagure.project_acl(project).await?),
+        let (acl, fresh) = match cached(&self.acls, project).filter(|_| !reread) {
+            Some(acl) => (acl, false),
+            None => (remember(&self.acls, project, self.pagure.project_acl(project).await?), true),
         };
         let mut members = Vec::new();
         for group in policy::groups_to_ask(trust, &acl) {
-            let names = match cached(&self.groups, &group) {
+            let names = match cached(&self.groups, &group).filter(|_| !reread) {
                 Some(names) => names,
                 None => remember(&self.groups, &group, self.pagure.group_members(&group).await?),
             };
             members.extend(names);
         }
-        Ok(policy::trusted_by_pagure(trust, user, &acl, &members))
+        Ok((policy::trusted_by_pagure(trust, user, &acl, &members), fresh))
+    }
+
+    fn may_reread(&self, project: &str, every: Duration) -> bool {
+        let Ok(mut last) = self.rereads.lock() else { return false };
+        if last.get(project).is_some_and(|at| at.elapsed() < every) {
+            return false;
+        }
+        last.retain(|_, at| at.elapsed() < every);
+        last.insert(project.to_string(), Instant::now());
+        true
     }
 }
 
@@ -72,6 +98,13 @@ fn remember<T: Clone>(cache: &Mutex<HashMap<String, (Instant, T)>>, key: &str, v
         cache.insert(key.to_string(), (Instant::now(), value.clone()));
     }
     value
+}
+
+/// What Pagure says of the configured token, on every configured project.
+pub async fn check_token(cfg: &Config, pagure: &Pagure) -> TokenVerdict {
+    let projects: Vec<&str> = cfg.projects.keys().map(String::as_str).collect();
+    let check = pagure.check_token(&projects, &[PR_FLAG, PR_COMMENT]).await;
+    check.verdict(cfg.pagure.user.as_deref(), projects.len())
 }
 
 #[derive(Debug)]
@@ -117,8 +150,10 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
         Work::Lookup { number } => peers.jenkins.build(&run.job, *number).await.map(TaskResult::Build),
         Work::Cancel => cancel(&peers.jenkins, &run).await.map(|_| TaskResult::Sent),
         Work::Flag(flag) => {
-            let uid = policy::flag_uid(&run.job);
-            peers.pagure.flag(&run.project, run.pr, &cfg.pagure.flag_name, &uid, flag).await.map(|_| TaskResult::Sent)
+            peers.pagure.flag(&run.project, run.pr, &cfg.pagure.flag_name, &run.flag_uid, flag).await.map(|_| TaskResult::Sent)
+        }
+        Work::CloseStaleFlag { commit, flag } => {
+            peers.pagure.commit_flag(&run.project, commit, &cfg.pagure.flag_name, &run.flag_uid, flag).await.map(|_| TaskResult::Sent)
         }
         Work::Trust { user, .. } => peers.is_trusted(&cfg, &run.project, user).await.map(TaskResult::Trust),
         Work::Comment { text, tried } => {

@@ -119,6 +119,11 @@ class Hub:
         self._log_start = 0  # log offset where the current run began
         self._write_config()
 
+    def set_config(self, config: dict):
+        """A new poormanci config for the next start (a token renewed, ...)."""
+        self.config = dict(config)
+        self._write_config()
+
     def _write_config(self):
         base = {
             "topic_prefix": "org.fedoraproject", "environment": "prod",

@@ -152,7 +152,8 @@ def consumer(broker, tmp_path):
         print(f"--- consumer log ({proc.log_path}) ---\n{proc.log()[-6000:]}")
 
 
-def publish(broker, topic: str, body=None, *, raw: bytes | None = None, message_id: str | None = None) -> str:
+def publish(broker, topic: str, body=None, *, raw: bytes | None = None, message_id: str | None = None,
+            headers: dict | None = None) -> str:
     """Publish as fedora-messaging's publisher does (its headers and properties),
     with ``body`` as JSON or ``raw`` bytes as they are. Returns the message id.
     mandatory + confirms: an unroutable message is an error here, not lost."""
@@ -160,7 +161,7 @@ def publish(broker, topic: str, body=None, *, raw: bytes | None = None, message_
     properties = pika.BasicProperties(
         content_type="application/json", content_encoding="utf-8", delivery_mode=2, message_id=message_id,
         headers={"fedora_messaging_schema": "base.message", "fedora_messaging_severity": 20,
-                 "sent-at": datetime.now(timezone.utc).isoformat(), "priority": 0})
+                 "sent-at": datetime.now(timezone.utc).isoformat(), "priority": 0, **(headers or {})})
     data = raw if raw is not None else json.dumps(body).encode()
     with pika.BlockingConnection(pika.URLParameters(broker.url)) as conn:
         channel = conn.channel()
@@ -214,6 +215,39 @@ def test_consumer_triggers_survives_bad_messages_and_dedupes(jenkins, pagure, ma
     assert "Traceback" not in log
     # Queue order is handling order: by PR 2's trigger, the duplicate was decided on.
     assert len([t for t in jenkins.triggers if t.params.get("BRANCH") == "fix-1"]) == 1
+
+
+def test_a_recorded_pagure_message_is_checked_by_its_schema(jenkins, pagure, make_config, consumer, broker):
+    """The amqp extra installs pagure-messages: a message as Pagure 5.13 sent
+    it (its schema headers) is validated by Pagure's schema, without the
+    "not in the schema registry" WARNING, and handled."""
+    record = next(r for r in messages.recording(envelopes=False) if r["topic"].endswith(".pull-request.new"))
+    assert record["headers"]["fedora_messaging_schema_package"] == "pagure_messages"
+    proc = consumer(make_config(jenkins, pagure))
+    publish(broker, record["topic"], record["body"], message_id=record["id"], headers=record["headers"])
+    wait_until(lambda: [t for t in jenkins.triggers if t.params.get("BRANCH") == record["body"]["pullrequest"]["branch_from"]],
+               30, "the trigger of the recorded PR")
+    log = proc.log()
+    assert "not in the schema registry" not in log and "Falling back to the default schema" not in log, log[-3000:]
+
+
+def test_the_amqp_path_needs_no_fedmsg(jenkins, pagure, make_config, tmp_path):
+    """An AMQP-only install (README): the callback and check-config --toml
+    work with fedmsg and moksha unimportable."""
+    for project in ("pungi", "rpms/python-foo"):  # check-config asks Pagure about them
+        pagure.add_project(project)
+    toml = write_toml(tmp_path / "poormanci.toml", "amqp://127.0.0.1:1/%2F", "q", make_config(jenkins, pagure))
+    code = "\n".join([
+        "import sys",
+        "for name in ('fedmsg', 'fedmsg.config', 'fedmsg.consumers', 'moksha', 'moksha.hub'):",
+        "    sys.modules[name] = None  # any import of them now fails",
+        "from poormanci.cli import main",
+        "import poormanci.amqp",
+        f"sys.exit(main(['check-config', '--toml', {str(toml)!r}]))",
+    ])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK" in r.stdout.splitlines()
 
 
 def test_consumer_stops_cleanly_on_sigterm_and_work_survives(jenkins, pagure, make_config, consumer, broker):

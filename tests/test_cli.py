@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import free_port
+import messages
 from messages import FIXTURES
 
 POORMANCI = Path(sys.prefix) / "bin" / "poormanci"
@@ -94,7 +95,7 @@ def test_help_lists_the_commands_and_usage_errors_exit_2(run):
 # -- check-config ---------------------------------------------------------------
 
 def test_check_config_ok_summarises_projects_jobs_and_topics(run, confd, tmp_path):
-    r = run("check-config", "--config-dir", confd)
+    r = run("check-config", "--offline", "--config-dir", confd)
     assert r.returncode == 0
     lines = r.stdout.splitlines()
     assert "OK" in lines
@@ -103,14 +104,53 @@ def test_check_config_ok_summarises_projects_jobs_and_topics(run, confd, tmp_pat
     assert "  io.pagure.prod.pagure.pull-request." in lines
     assert "  org.fedoraproject.prod.jenkins.build." in lines
     assert any(line.startswith(f"state_dir: {tmp_path / 'state'}") for line in lines)
+    assert "status page: off (set poormanci.web.listen to serve it)" in lines
     assert "warning" not in r.stdout
     assert not (tmp_path / "state").exists()  # checking touches no state
+
+
+def test_check_config_prints_the_status_page_address(run, tmp_path):
+    web = {"listen": "127.0.0.1:8950", "public_url": "https://ci.example.org/poormanci", "history_days": 30,
+           "public_ur": "typo"}
+    confd = write_confd(tmp_path / "fedmsg.d", poormanci_config(tmp_path / "state", **{"poormanci.web": web}))
+    r = run("check-config", "--offline", "--config-dir", confd)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert "status page: http://127.0.0.1:8950/ (public at https://ci.example.org/poormanci; history 30 days)" in lines
+    assert ("warning: poormanci.web.public_ur: unknown key, ignored; did you mean poormanci.web.public_url?"
+            in lines)
+
+
+def test_check_config_asks_pagure_about_the_token(run, tmp_path, pagure):
+    for project in ("pungi", "rpms/python-foo"):
+        pagure.add_project(project)
+    pagure.add_token("COMMENT-ONLY-TOKEN", ["pull_request_comment"], user="cibot")
+
+    def check(name, **pagure_keys):
+        section = {"url": pagure.url, "token": pagure.token, "topic": "io.pagure.prod.pagure", "timeout": 2,
+                   **pagure_keys}
+        config = poormanci_config(tmp_path / "state", **{"poormanci.pagure": section})
+        return run("check-config", "--config-dir", write_confd(tmp_path / name, config))
+
+    r = check("good")
+    assert r.returncode == 0, r.stdout
+    assert "Pagure token of cibot: pull_request_flag and pull_request_comment on 2 project(s)" in r.stdout.splitlines()
+    r = check("comment-only", token="COMMENT-ONLY-TOKEN")
+    assert r.returncode == 1, r.stdout
+    assert ("poormanci.pagure.token (user cibot): lacks the ACL pull_request_flag on pungi, rpms/python-foo;"
+            in r.stdout), r.stdout
+    assert "COMMENT-ONLY-TOKEN" not in r.stdout + r.stderr
+    r = check("unknown", token="NOT-A-TOKEN")
+    assert r.returncode == 1 and "poormanci.pagure.token: Pagure refuses it" in r.stdout, r.stdout
+    r = check("down", url=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    assert r.returncode == 0, r.stdout
+    assert "warning: cannot check the Pagure token: " in r.stdout and "OK" in r.stdout.splitlines()
 
 
 def test_check_config_reads_the_hubs_folders_without_config_dir(run, tmp_path):
     # ~/.fedmsg.d is one of the places fedmsg-hub reads.
     write_confd(tmp_path / "home" / ".fedmsg.d", poormanci_config(tmp_path / "state"))
-    r = run("check-config")
+    r = run("check-config", "--offline")
     assert r.returncode == 0
     assert str(tmp_path / "home" / ".fedmsg.d" / "poormanci.py") in r.stdout
     assert "OK" in r.stdout.splitlines()
@@ -119,7 +159,7 @@ def test_check_config_reads_the_hubs_folders_without_config_dir(run, tmp_path):
 def test_check_config_warns_when_not_enabled(run, tmp_path):
     config = poormanci_config(tmp_path / "state", **{"poormanci.enabled": False})
     confd = write_confd(tmp_path / "fedmsg.d", config)
-    r = run("check-config", "--config-dir", confd)
+    r = run("check-config", "--offline", "--config-dir", confd)
     assert r.returncode == 0
     assert "warning: poormanci.enabled is not True" in r.stdout
 
@@ -129,7 +169,7 @@ def test_check_config_reports_all_three_mistakes(run, tmp_path):
     del config["poormanci.pagure"]["token"]  # 1
     config["poormanci.jenkins"]["poll_interval"] = "fast"  # 2
     config["poormanci.projects"]["pungi"] = [{"token": "BEEFCAFE"}]  # 3: no job
-    r = run("check-config", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
+    r = run("check-config", "--offline", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
     assert r.returncode == 1
     problems = [line for line in r.stdout.splitlines() if line.startswith("poormanci.")]
     assert len(problems) == 3, problems
@@ -143,7 +183,7 @@ def test_check_config_reports_all_three_mistakes(run, tmp_path):
 def test_check_config_reports_hub_traps(run, tmp_path):
     base = {k: v for k, v in BASE.items() if k != "validate_signatures"}
     base["endpoints"] = {"x": ["tcp://localhost:39960"]}
-    r = run("check-config", "--config-dir",
+    r = run("check-config", "--offline", "--config-dir",
             write_confd(tmp_path / "fedmsg.d", poormanci_config(tmp_path / "state"), base))
     assert r.returncode == 1
     assert "validate_signatures: missing" in r.stdout
@@ -153,7 +193,7 @@ def test_check_config_reports_hub_traps(run, tmp_path):
 def test_check_config_without_the_fedmsg_keys_reports_them_and_ours(run, tmp_path):
     config = poormanci_config(tmp_path / "state")
     del config["poormanci.state_dir"]
-    r = run("check-config", "--config-dir", write_confd(tmp_path / "fedmsg.d", config, base=None))
+    r = run("check-config", "--offline", "--config-dir", write_confd(tmp_path / "fedmsg.d", config, base=None))
     assert r.returncode == 1
     lines = r.stdout.splitlines()
     assert lines[1].startswith("endpoints: missing")
@@ -165,19 +205,19 @@ def test_check_config_without_the_fedmsg_keys_reports_them_and_ours(run, tmp_pat
 def test_check_config_names_a_broken_file(run, tmp_path):
     confd = write_confd(tmp_path / "fedmsg.d", poormanci_config(tmp_path / "state"))
     (confd / "zz-broken.py").write_text("config = {\n    'poormanci.enabled': True,\n")
-    r = run("check-config", "--config-dir", confd)
+    r = run("check-config", "--offline", "--config-dir", confd)
     assert r.returncode == 1
     assert f"{confd / 'zz-broken.py'}:1: SyntaxError" in r.stderr
 
 
 def test_check_config_of_a_missing_folder(run, tmp_path):
-    r = run("check-config", "--config-dir", tmp_path / "nowhere")
+    r = run("check-config", "--offline", "--config-dir", tmp_path / "nowhere")
     assert r.returncode == 1
     assert "not a directory" in r.stderr
 
 
 def test_check_config_reads_the_fedora_messaging_example(run):
-    r = run("check-config", "--toml", ROOT / "fedora-messaging" / "poormanci.toml.example")
+    r = run("check-config", "--offline", "--toml", ROOT / "fedora-messaging" / "poormanci.toml.example")
     assert r.returncode == 0
     assert "OK" in r.stdout.splitlines()
     assert "  pungi: pungi-pr" in r.stdout.splitlines()
@@ -188,7 +228,7 @@ def test_check_config_toml_warns_about_a_missing_binding(run, tmp_path):
     text = (ROOT / "fedora-messaging" / "poormanci.toml.example").read_text()
     toml = tmp_path / "poormanci.toml"
     toml.write_text(text.replace('    "org.fedoraproject.prod.jenkins.build.#",\n', ""))
-    r = run("check-config", "--toml", toml)
+    r = run("check-config", "--offline", "--toml", toml)
     assert r.returncode == 0
     assert "warning: no binding routes org.fedoraproject.prod.jenkins.build.# to the queue" in r.stdout
 
@@ -254,6 +294,26 @@ def test_replay_dry_run_decides_for_every_fixture(run, confd, tmp_path):
     assert "REPO=https://pagure.io/forks/lsedlar/pungi.git BRANCH=lorax-dir BRANCH_TO=master" in r.stdout
     assert r.returncode == 1  # the two files that are not bus messages
     assert not (tmp_path / "state").exists()  # a dry run touches no state
+
+
+def test_replay_dry_run_builds_a_push_once(run, confd, tmp_path):
+    """A push is announced twice (pull-request.updated, then Pagure's
+    notification comment): the dry run, like the hub, triggers once."""
+    recorded = list(messages.recording())
+    at = next(i for i, e in enumerate(recorded) if e["topic"].endswith(".pull-request.updated"))
+    updated = recorded[at]
+    notice = next(e for e in recorded[at:] if e["topic"].endswith(".pull-request.comment.added")
+                  and e["msg"]["pullrequest"]["comments"][-1]["notification"])
+    assert notice["msg"]["pullrequest"]["commit_stop"] == updated["msg"]["pullrequest"]["commit_stop"]
+    push = tmp_path / "push.jsonl"
+    push.write_text(json.dumps(updated) + "\n" + json.dumps(notice) + "\n")
+    r = run("replay", "--dry-run", "--config-dir", confd, push)
+    blocks = replay_blocks(r.stdout)
+    assert blocks[f"{push}:1"][1:] == [line for line in blocks[f"{push}:1"][1:] if line.startswith("trigger pungi-pr for pungi#1 ")]
+    assert len(blocks[f"{push}:1"]) == 2, r.stdout
+    assert blocks[f"{push}:2"][1].startswith("ignore: ") and "already built" in blocks[f"{push}:2"][1], r.stdout
+    assert r.returncode == 0
+    assert not (tmp_path / "state").exists()
 
 
 def test_replay_reports_malformed_input_and_goes_on(run, confd, tmp_path):
@@ -378,7 +438,7 @@ def test_check_config_on_the_documented_project_form(run, tmp_path):
                   "parameters": {"PYTHON": "3.12"}}],
         "trusted": {"users": ["alice"], "groups": ["pungi-devs"]},
     }
-    r = run("check-config", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
+    r = run("check-config", "--offline", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert "OK" in lines and "Traceback" not in r.stderr
@@ -389,7 +449,7 @@ def test_check_config_warns_about_unknown_keys_with_the_close_match(run, tmp_pat
     config = poormanci_config(tmp_path / "state")
     config["poormanci.jenkins"]["cancel_superseeded"] = False
     config["poormanci.statedir"] = "/tmp"
-    r = run("check-config", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
+    r = run("check-config", "--offline", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert ("warning: poormanci.jenkins.cancel_superseeded: unknown key, ignored; "
@@ -400,6 +460,6 @@ def test_check_config_warns_about_unknown_keys_with_the_close_match(run, tmp_pat
 def test_check_config_reads_the_fedmsg_example(run, tmp_path):
     confd = write_confd(tmp_path / "fedmsg.d", {})
     (confd / "poormanci.py").write_text((ROOT / "fedmsg.d" / "poormanci.example.py").read_text())
-    r = run("check-config", "--config-dir", confd)
+    r = run("check-config", "--offline", "--config-dir", confd)
     assert r.returncode == 0, r.stdout
     assert "  pungi: pungi-pr, pungi-py312 (branches main, f4[0-9]; parameters PYTHON=3.12)" in r.stdout.splitlines()

@@ -24,9 +24,9 @@ def test_followed_build_is_reported_without_any_bus_message(jenkins, pagure, mak
     hub = hub_factory(make_config(jenkins, pagure))
     hub.publish(messages.pr_new(pr))
     (flag,) = wait_until(lambda: final_flags(pagure, "pungi", 21), timeout=20, message="the final flag")
-    assert flag["status"] == "failure" and flag["comment"].startswith("Build #1 failed")
+    assert flag["status"] == "failure" and flag["comment"].startswith("Build 1 failed")
     pending = [h["data"]["comment"] for h in pagure.flag_history if h["data"]["status"] == "pending"]
-    assert pending == ["Build queued", "Build #1 running"]
+    assert pending == ["Build queued", "Build 1 running"]
     assert len(wait_until(lambda: bot_comments(pagure, "pungi", 21), message="the comment")) == 1
 
 

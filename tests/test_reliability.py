@@ -222,7 +222,8 @@ def test_a_retried_pending_flag_never_lands_after_the_result(jenkins, pagure, ma
     pagure.hang = 2.0
     (pr,) = add_prs(pagure, 1)
     hub = hub_factory(config)
-    pagure.fail_next(1, "timeout")  # the first Pagure request: the "Build queued" flag
+    hub.wait_for_log(r"Pagure token of cibot")  # the start-up check is done
+    pagure.fail_next(1, "timeout")  # the next Pagure request: the "Build queued" flag
     hub.publish(messages.pr_new(pr))
     wait_done(hub, jenkins, pagure, config, [1], 20, "one PR, a pending flag timing out")
     history = [(h["data"]["status"], h["data"]["comment"]) for h in pagure.flag_history]

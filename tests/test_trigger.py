@@ -54,12 +54,16 @@ def test_one_build_per_pushed_commit(jenkins, pagure, make_config, hub_factory, 
     hub.publish(new)
     hub.publish(new)  # the bus delivering one message twice
     assert "already handled (same msg_id)" in decided(hub, new, nth=2)
+    # Each push waits for the previous trigger to reach Jenkins: a push that
+    # comes first supersedes the older run, whose build is then not wanted.
+    wait_until(lambda: len(jenkins.triggers) == 1, message="the first trigger")
     # One push: the pull-request.updated topic and Pagure's notification comment.
     updated, comment = pagure.push("pungi", 5)
     hub.publish(updated)
     hub.publish(comment)
     assert "trigger pungi-pr" in decided(hub, updated)
     assert "already built" in decided(hub, comment)
+    wait_until(lambda: len(jenkins.triggers) == 2, message="the push's trigger")
     rebased, rebase_comment = pagure.push("pungi", 5, rebase=True)
     hub.publish(rebase_comment)  # older Pagure: the comment alone announces it
     assert "trigger pungi-pr" in decided(hub, rebase_comment)

@@ -37,11 +37,13 @@ def test_untrusted_pr_waits_for_ok_to_test(setup, jenkins, pagure, wait_until):
     for env in pagure.push("pungi", 30):  # mallory pushes again: still held, no second notice
         hub.publish(env)
     hub.wait_for_log(r"pungi#30: the author is not trusted", since=hub.log_mark())
-    # Commands from untrusted people are ignored.
+    # Commands from untrusted people are refused, at INFO, with the reason.
     for text in ["/ok-to-test", "/retest"]:
+        mark = hub.log_mark()
         env = pagure.add_comment("pungi", 30, text, "mallory")
         hub.publish(env)
-        hub.wait_for_log(rf"ignored \[.*\] from mallory, who is not trusted")
+        hub.wait_for_log(r"INFO poormanci .*pungi#30: refused \[.*\]: mallory is not trusted: not in trusted.users, "
+                         r"not an owner, admin or committer of pungi", since=mark)
     assert jenkins.triggers == []
     # A committer (through a group Pagure reports) approves: the latest commit builds, once.
     hub.publish(pagure.add_comment("pungi", 30, "Looks harmless.\n/ok-to-test", "greg"))
@@ -63,6 +65,27 @@ def test_trusted_authors_build_on_their_own(author, setup, jenkins, pagure, wait
     hub.publish(messages.pr_new(pagure.add_pr("pungi", 31, author=author)))
     wait_until(lambda: jenkins.triggers, message=f"{author}'s build")
     assert bot_comments(pagure, 31) == [] or "/ok-to-test" not in bot_comments(pagure, 31)[0]
+
+
+def test_a_new_committer_is_heard_at_once_and_refusals_stay_bounded(setup, jenkins, pagure, wait_until):
+    """Commit access given a moment ago counts: before refusing, the
+    project's ACL is read again, at most once per project per acl_refresh."""
+    hub = setup(pagure={"acl_refresh": 30})
+    pr = pagure.add_pr("pungi", 38, author="mallory")
+    hub.publish(messages.pr_new(pr))
+    wait_until(lambda: pagure.flags("pungi", 38), message="the waiting flag")  # the ACL is cached now
+    pagure.add_user_access("pungi", "carol", "commit")
+    hub.publish(pagure.add_comment("pungi", 38, "/ok-to-test", "carol"))
+    wait_until(lambda: jenkins.triggers, message="carol's approval to build at once")
+    acl_reads = lambda: len([r for r in pagure.requests if r.method == "GET" and r.path == "/api/0/pungi"])
+    before = acl_reads()
+    # A flood of refusals: each logged at INFO, Pagure asked again at most once.
+    mark = hub.log_mark()
+    for _ in range(5):
+        hub.publish(pagure.add_comment("pungi", 38, "/retest", "mallory"))
+    wait_until(lambda: hub.log_text(mark).count("pungi#38: refused [Retest]: mallory is not trusted") == 5,
+               message="five refusals at INFO")
+    assert acl_reads() - before <= 1
 
 
 def test_retest_and_test_job(jenkins, pagure, make_config, hub_factory, wait_until):

@@ -3,7 +3,7 @@ against the built module with `python -m mypy.stubtest poormanci._core`."""
 
 from typing import Any, Mapping, TypedDict, final
 
-__all__ = ["ConfigError", "check_config", "read_status", "Core"]
+__all__ = ["ConfigError", "check_config", "check_pagure_token", "read_status", "Core"]
 
 class _JobSummary(TypedDict):
     job: str
@@ -11,15 +11,26 @@ class _JobSummary(TypedDict):
     branches: list[str]
     parameters: dict[str, str]
 
+class _WebSummary(TypedDict):
+    listen: str | None
+    public_url: str | None
+    history_days: int
+
 class _ConfigSummary(TypedDict):
     projects: dict[str, list[_JobSummary]]
     topics: list[str]
     state_dir: str
+    web: _WebSummary
 
 class _CheckedConfig(TypedDict):
     problems: list[str]
     warnings: list[str]
     summary: _ConfigSummary | None
+
+class _TokenVerdict(TypedDict):
+    problems: list[str]
+    warnings: list[str]
+    summary: str | None
 
 class ConfigError(ValueError):
     """The configuration is wrong; ``problems`` lists every problem, one line each,
@@ -30,7 +41,14 @@ class ConfigError(ValueError):
 def check_config(config: Mapping[str, Any]) -> _CheckedConfig:
     """A fedmsg config dict (the whole merged dict) checked: every problem ([]
     when it is fine), the warnings (unknown keys, with the close match) and,
-    without problems, a summary of the projects, jobs, topics and state_dir."""
+    without problems, a summary of the projects, jobs, topics, state_dir and
+    status page (``poormanci.web``)."""
+
+def check_pagure_token(config: Mapping[str, Any]) -> _TokenVerdict:
+    """Ask Pagure about the configured token (``POST /api/0/-/whoami``) and its
+    ACLs on every configured project: ``problems`` (refused, an ACL missing, no
+    such project), ``warnings`` (Pagure unreachable: not checked) and a
+    ``summary`` line once Pagure answered."""
 
 def read_status(state_dir: str) -> dict[str, Any]:
     """What the state store in ``state_dir`` holds: runs not finished, tasks

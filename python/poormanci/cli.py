@@ -185,7 +185,7 @@ def cmd_check_config(args) -> int:
     print(f"projects ({len(projects)}):")
     for name, jobs in sorted(projects.items()):
         print(f"  {name}: {', '.join(describe_job(job) for job in jobs)}")
-    print("topics subscribed:" if amqp is None else "topics handled:")
+    print("topics handled:")
     for topic in topics:
         print(f"  {topic}")
     if amqp is not None:
@@ -194,7 +194,35 @@ def cmd_check_config(args) -> int:
     state_dir = config["poormanci.state_dir"]
     has_store = (Path(state_dir) / STORE_FILE).exists()
     print(f"state_dir: {state_dir}" + ("" if has_store else " (no state store yet: made at first start)"))
+    print(describe_status_page(summary["web"]))
+    return OK if args.offline else check_pagure_token(config)
+
+
+def check_pagure_token(config: dict) -> int:
+    """Ask Pagure about the token and its ACLs; unreachable is a warning only."""
+    from poormanci._core import check_pagure_token as check
+
+    verdict = check(poormanci_keys(config))
+    for warning in verdict["warnings"]:
+        print(f"warning: {warning}")
+    if verdict["summary"]:
+        print(verdict["summary"])
+    for problem in verdict["problems"]:
+        print(problem)
+    if verdict["problems"]:
+        print(f"{len(verdict['problems'])} problem(s) found by asking Pagure: poormanci starts, "
+              "but what it cannot deliver waits until they are fixed")
+        return PROBLEMS
     return OK
+
+
+def describe_status_page(web: dict) -> str:
+    """`status page: http://127.0.0.1:8950/ (public at https://ci.example.org/poormanci; history 90 days)`."""
+    if web["listen"] is None:
+        return "status page: off (set poormanci.web.listen to serve it)"
+    notes = [f"public at {web['public_url']}"] if web["public_url"] else ["no public_url: waiting flags link to Pagure and Jenkins"]
+    notes.append(f"history {web['history_days']} days")
+    return f"status page: http://{web['listen']}/ ({'; '.join(notes)})"
 
 
 def describe_job(job: dict) -> str:
@@ -267,8 +295,10 @@ def cmd_replay(args) -> int:
                     raise Problem(str(e)) from e
                 for line in decisions:
                     print(f"  {line}")
-                if not args.dry_run:
-                    core.handle(topic, envelope)
+                # Also in a dry run: its decisions are recorded in memory, so the
+                # one-build-per-commit rule holds across the messages replayed
+                # (a push's updated message and its notification: one trigger).
+                core.handle(topic, envelope)
         sys.stdout.flush()
         if not args.dry_run:
             if not core.wait_idle(args.wait):
@@ -340,10 +370,17 @@ def print_status(status: dict, state_dir: str, now: float | None = None) -> None
                     else f"overdue by {duration(wait)}")
             rows.append([task["kind"], _pr(task), task.get("job") or "?", str(task["attempts"]), when])
             errors.append(task.get("last_error"))
-        for line, error in zip(_table(rows), errors):
+        for line, error, task in zip(_table(rows), errors, [None, *tasks]):
             print(line)
+            if task and task.get("waiting_for_token"):
+                print("      waiting for a working Pagure token (refused with 401/403): "
+                      "delivered once poormanci.pagure.token works")
             if error:
                 print(f"      last error: {error}")
+        held = sum(1 for task in tasks if task.get("waiting_for_token"))
+        if held:
+            print(f"{held} report(s) waiting for a working Pagure token: fix poormanci.pagure.token "
+                  "(poormanci check-config says what is missing), then restart or wait for the next try")
     print(f"finished runs kept: {status.get('finished_runs', 0)}")
 
 
@@ -399,8 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load the fedmsg config exactly as fedmsg-hub does (or, with --toml, the "
                     "fedora-messaging config as 'fedora-messaging consume' does) and report every "
                     "problem, one per line (exit 1), or OK with the projects, jobs, topics and "
-                    "state_dir. Run it as the hub's user, from the hub's working directory "
-                    "(./fedmsg.d counts).")
+                    "state_dir. Then it asks Pagure whose the token is and whether it has the ACLs "
+                    "pull_request_flag and pull_request_comment on every project (an unreachable "
+                    "Pagure is only a warning). Run it as the hub's user, from the hub's working "
+                    "directory (./fedmsg.d counts).")
+    p.add_argument("--offline", action="store_true",
+                   help="check the files only: do not ask Pagure about the token")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser(

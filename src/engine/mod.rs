@@ -27,6 +27,7 @@ use crate::event::Message;
 use crate::http::PeerError;
 use crate::pagure::Flag;
 use crate::store::{Run, Store, Task};
+use crate::web;
 use crate::work::Work;
 use crate::worker::{self, Peers, TaskResult};
 
@@ -72,14 +73,29 @@ pub struct Engine {
     look_again: HashSet<i64>,
     /// Jobs already warned about for not defining COMMIT.
     warned_no_commit: HashSet<String>,
+    /// Some work waits for a working Pagure token (401, 403).
+    token_held: bool,
+    /// (project, kind of task) Pagure refused, already said at WARNING.
+    refused: HashSet<(String, &'static str)>,
 }
 
 impl Engine {
     pub fn new(cfg: Arc<Config>, store: Store, peers: Option<Arc<Peers>>, rt: Handle, tx: SyncSender<Input>) -> Engine {
-        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0, poll_requests: 1, look_again: HashSet::new(), warned_no_commit: HashSet::new() }
+        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0, poll_requests: 1, look_again: HashSet::new(), warned_no_commit: HashSet::new(), token_held: false, refused: HashSet::new() }
     }
 
     pub fn run(mut self, rx: Receiver<Input>) {
+        if self.peers.is_some() {
+            // The token may have been fixed while poormanci was stopped.
+            match self.store.wake_held(now()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!("{n} request(s) kept for a working Pagure token: trying them now");
+                    self.token_held = true;
+                }
+                Err(e) => error!("state store: cannot wake the work kept for a token: {e}"),
+            }
+        }
         loop {
             let wait = self.next_wakeup();
             let mut batch = Vec::new();
@@ -94,7 +110,8 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.store.begin() {
+            let begun = self.store.begin();
+            if let Err(e) = &begun {
                 error!("state store: cannot start a transaction: {e}");
             }
             for input in batch {
@@ -103,9 +120,11 @@ impl Engine {
                     error!("internal error while handling an input; it was dropped (see the panic message above)");
                 }
             }
-            if let Err(e) = self.store.commit() {
+            let committed = self.store.commit();
+            if let Err(e) = &committed {
                 error!("state store: cannot commit: {e}");
             }
+            web::metrics::heartbeat(begun.and(committed).map_err(|e| e.to_string()));
             if let Some(deadline) = self.closing {
                 if self.in_flight.is_empty() || Instant::now() >= deadline {
                     return;
@@ -153,7 +172,7 @@ impl Engine {
         let t = now();
         if t - self.last_prune > 3600.0 {
             self.last_prune = t;
-            if let Err(e) = self.store.prune(t) {
+            if let Err(e) = self.store.prune(t, self.cfg.web.keep_runs_secs()) {
                 warn!("state store: pruning failed: {e}");
             }
         }
@@ -197,9 +216,12 @@ impl Engine {
         let class = match task.work {
             Work::Flag(_) => "flag",
             Work::Trigger | Work::Cancel => "jenkins",
-            Work::Comment { .. } | Work::Follow { .. } | Work::Lookup { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } => {
-                return None
-            }
+            Work::Comment { .. }
+            | Work::Follow { .. }
+            | Work::Lookup { .. }
+            | Work::CheckHeadThenReport { .. }
+            | Work::Trust { .. }
+            | Work::CloseStaleFlag { .. } => return None,
         };
         Some(format!("{class}:{}#{}:{}", run.project, run.pr, run.job))
     }

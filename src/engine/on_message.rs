@@ -7,6 +7,7 @@ use super::{now, Engine, NEVER};
 use crate::event::Message;
 use crate::policy::{self, Command, Decision, Effect, Outcome, RunSpec, Supersede};
 use crate::store::{Run, RunState};
+use crate::web;
 use crate::work::{AfterTrust, Work};
 
 impl Engine {
@@ -16,11 +17,17 @@ impl Engine {
         if let Some(msg_id) = &msg.msg_id {
             match self.store.first_sight(msg_id, t) {
                 Ok(true) => {}
-                Ok(false) => return debug!("msg {id} {}: ignored: already handled (same msg_id)", msg.topic),
+                Ok(false) => {
+                    web::metrics::message_duplicate();
+                    return debug!("msg {id} {}: ignored: already handled (same msg_id)", msg.topic);
+                }
                 Err(e) => return error!("msg {id} {}: dropped: state store: {e}", msg.topic),
             }
         }
-        match policy::decide(&self.cfg, &msg, &self.store) {
+        let decision = policy::decide(&self.cfg, &msg, &self.store);
+        web::metrics::message_decided(&decision);
+        web::history::pull_request(&self.store, &self.cfg, &msg, t);
+        match decision {
             Decision::Ignore(why) => debug!("msg {id} {}: ignored: {why}", msg.topic),
             Decision::Refuse(why) => warn!("msg {id} {}: refused: {why}", msg.topic),
             Decision::Trigger { runs, author } => self.start_runs(id, &msg.topic, runs, &author, t),
@@ -43,6 +50,7 @@ impl Engine {
                 Ok(run) => {
                     let verb = if go { "trigger" } else { "gate" };
                     info!("msg {id} {topic}: {verb} {} for {}#{} by {author} at {} (run {run})", spec.job, spec.project, spec.pr, policy::short(spec.commit.as_deref()));
+                    web::history::reason(&self.store, run, &web::history::reason_of_topic(topic, author));
                     if go {
                         self.trigger(run, t);
                     } else {
@@ -81,7 +89,19 @@ impl Engine {
                     self.add_work(old.id, Work::Cancel, t);
                 }
             }
+            // Its pending flag ("waiting", "queued", "running") stays on its
+            // commit unless closed there; a run still triggering has none yet.
+            if old.state != RunState::Triggering {
+                self.close_stale_flag(&old, new.commit.as_deref(), t);
+            }
             self.finish(&old, Outcome::Superseded, t);
+        }
+    }
+
+    /// Close `run`'s flag left on its commit, now that the PR is at `newer`.
+    pub(super) fn close_stale_flag(&mut self, run: &Run, newer: Option<&str>, t: f64) {
+        if let Some((commit, flag)) = policy::stale_flag(run.commit.as_deref(), newer, &run.pr_url) {
+            self.add_work(run.id, Work::CloseStaleFlag { commit, flag }, t);
         }
     }
 
@@ -101,7 +121,8 @@ impl Engine {
         let Some(first) = gated.first() else { return };
         info!("{project}#{pr}: the author is not trusted; waiting for {}", self.cfg.commands.ok_to_test);
         for run in &gated {
-            self.add_flag(run, policy::pending_approval(&self.cfg, &run.pr_url));
+            let page = web::public_pr_page(&self.cfg, &run.project, run.pr);
+            self.add_flag(run, policy::pending_approval(&self.cfg, &run.pr_url, page.as_deref()));
         }
         if self.store.first_sight(&format!("gate:{project}#{pr}"), t).unwrap_or(false) {
             let text = policy::approval_notice(&self.cfg);
@@ -123,10 +144,12 @@ impl Engine {
         let cfg = self.cfg.clone();
         let trust = cfg.trust(&spec.project);
         if policy::trusted_by_config(trust, user) {
+            debug!("msg {id} {topic}: {commands:?} from {user}, trusted by the config");
             return self.obey(&commands, user, &spec, t);
         }
         if !policy::trust_needs_pagure(trust) {
-            return debug!("msg {id} {topic}: ignored: {commands:?} from {user}, who is not trusted");
+            let why = policy::why_not_trusted(trust, &spec.project, user);
+            return info!("msg {id} {topic}: refused {commands:?} on {}#{}: {why}", spec.project, spec.pr);
         }
         debug!("msg {id} {topic}: {commands:?} from {user}: asking Pagure whether {user} is trusted");
         // The trust question hangs on a run of the PR; a PR never seen gets gated runs.
@@ -134,7 +157,10 @@ impl Engine {
         if anchor.is_none() {
             for job in policy::jobs_for(&cfg, &spec.project, &spec.target_branch) {
                 match self.store.add_run(&RunSpec { job: job.job.clone(), ..spec.clone() }, RunState::Gated, t) {
-                    Ok(run) => anchor = anchor.or(Some(run)),
+                    Ok(run) => {
+                        web::history::reason(&self.store, run, &format!("comment by {user} on a pull request not seen before"));
+                        anchor = anchor.or(Some(run))
+                    }
                     Err(e) => error!("msg {id}: cannot record a run for {}#{}: {e}", spec.project, spec.pr),
                 }
             }
@@ -153,8 +179,12 @@ impl Engine {
                     self.release(&spec.project, spec.pr, t);
                 }
                 Effect::Build(jobs) => {
+                    let why = match command {
+                        Command::Test(name) => format!("{} {name} by {user}", self.cfg.commands.test),
+                        _ => format!("{} by {user}", self.cfg.commands.retest),
+                    };
                     for job in jobs {
-                        self.rebuild(RunSpec { job, ..spec.clone() }, user, t);
+                        self.rebuild(RunSpec { job, ..spec.clone() }, user, &why, t);
                     }
                 }
                 Effect::Nothing(why) => info!("{}#{}: {user} asked for {command:?}: {why}; nothing built", spec.project, spec.pr),
@@ -164,7 +194,7 @@ impl Engine {
 
     /// Build a job again at the PR's current commit, unless a build of that
     /// commit is already queued or running.
-    fn rebuild(&mut self, spec: RunSpec, user: &str, t: f64) {
+    fn rebuild(&mut self, spec: RunSpec, user: &str, why: &str, t: f64) {
         let open = self.store.open_runs_of_pr(&spec.project, spec.pr).unwrap_or_default();
         if open.iter().any(|r| r.job == spec.job && r.commit == spec.commit && r.state != RunState::Gated) {
             return debug!("{}#{}: {} at {} is already queued or running", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
@@ -172,6 +202,7 @@ impl Engine {
         match self.store.add_run(&spec, RunState::Triggering, t) {
             Ok(run) => {
                 info!("{}#{}: {user} asked: trigger {} at {} (run {run})", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
+                web::history::reason(&self.store, run, why);
                 self.trigger(run, t);
             }
             Err(e) => error!("cannot record a run of {} for {}#{}: {e}", spec.job, spec.project, spec.pr),

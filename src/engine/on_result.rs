@@ -5,7 +5,8 @@ use crate::http::PeerError;
 use crate::jenkins::{BuildInfo, QueueState};
 use crate::policy::{self, GivenUp, Head, Outcome};
 use crate::store::{Run, RunState, Task};
-use crate::work::{AfterTrust, Work};
+use crate::web;
+use crate::work::{AfterTrust, Peer, Work};
 use crate::worker::TaskResult;
 
 impl Engine {
@@ -23,7 +24,7 @@ impl Engine {
             // A newer flag for this PR and job waits behind this one (it
             // could not go while this was in flight): retrying this one
             // would land an old "pending" over it.
-            TaskResult::Failed(PeerError::Retry(e)) if matches!(task.work, Work::Flag(_)) && self.newer_flag(&task, &run) => {
+            TaskResult::Failed(PeerError::Retry(e) | PeerError::Unauthorized(e)) if matches!(task.work, Work::Flag(_)) && self.newer_flag(&task, &run) => {
                 debug!("{what} failed: {e}; dropped, a newer flag replaces it");
                 let _ = self.store.delete_task(id);
             }
@@ -33,6 +34,7 @@ impl Engine {
             }
             TaskResult::Failed(PeerError::Retry(e)) if t < task.deadline => {
                 let delay = policy::retry_delay(task.attempts, rand::random::<f64>());
+                web::metrics::retry(&task);
                 if task.attempts == 0 {
                     warn!("{what} failed: {e}; retrying for up to {} s", (task.deadline - t) as u64);
                 } else {
@@ -40,20 +42,33 @@ impl Engine {
                 }
                 let _ = self.store.retry_task(id, t + delay.as_secs_f64(), &task.work, Some(&e));
             }
+            TaskResult::Failed(PeerError::Unauthorized(e)) if policy::waits_for_token(&task.work) => self.hold_for_token(&task, &run, &what, &e, t),
+            TaskResult::Failed(e) if matches!(task.work, Work::CloseStaleFlag { .. }) => {
+                // Optional (it needs the commit_flag ACL, and the commit in the project).
+                let _ = self.store.delete_task(id);
+                info!("{what}: the pending flag on the older commit stays: {}", e.message());
+            }
             TaskResult::Failed(e) => {
                 let _ = self.store.delete_task(id);
                 self.give_up(&task, &run, &what, e.message(), t);
             }
             TaskResult::Sent => {
                 debug!("{what}: done");
+                web::metrics::delivered(&self.store, &task, &run, t);
+                if task.work.peer() == Peer::Pagure {
+                    self.refused.remove(&(run.project.clone(), task.work.kind()));
+                    self.token_works(t);
+                }
                 let _ = self.store.delete_task(id);
             }
             TaskResult::Triggered(item) => {
+                web::metrics::triggered(&self.store, &task, &run, t);
                 let _ = self.store.delete_task(id);
                 info!("{what}: queued as {}", item.as_ref().map_or("an existing queue item".into(), |q| format!("queue item {}", q.id)));
                 let _ = self.store.set_queued(run.id, item.map(|q| q.id));
                 let job_url = self.job_url(&run.job);
-                self.add_flag(&run, policy::pending_queued(&job_url));
+                let page = web::public_pr_page(&self.cfg, &run.project, run.pr);
+                self.add_flag(&run, policy::pending_queued(&job_url, page.as_deref()));
                 if self.cfg.jenkins.follow {
                     let first = self.first_look(t);
                     self.add_task(run.id, Work::Follow { polls: 0 }, first, super::NEVER);
@@ -74,13 +89,42 @@ impl Engine {
                 self.build_state(&task, &run, info, t);
             }
             TaskResult::Trust(trusted) => {
+                self.token_works(t);
                 let _ = self.store.delete_task(id);
                 self.trust_answer(&task, &run, trusted, t);
             }
             TaskResult::Head(head) => {
+                self.token_works(t);
                 let _ = self.store.delete_task(id);
                 self.report(&run, &task.work, head);
             }
+        }
+    }
+
+    /// Pagure refused the token: keep the work, try it every `token_retry`
+    /// and at the next start, and at once when Pagure takes a request again.
+    fn hold_for_token(&mut self, task: &Task, run: &Run, what: &str, e: &str, t: f64) {
+        let every = self.cfg.pagure.token_retry.as_secs_f64();
+        // One WARNING per project and kind of request, until one works again.
+        if task.waiting_for_token || !self.refused.insert((run.project.clone(), task.work.kind())) {
+            debug!("{what}: still refused: {e}; next try in {every} s");
+        } else {
+            warn!("{what}: refused by Pagure: {e}; kept until the token works (tried every {every} s and at start; see poormanci status)");
+        }
+        let deadline = t + every + self.cfg.retry_deadline.as_secs_f64();
+        let _ = self.store.hold_for_token(task.id, t + every, deadline, e);
+        self.token_held = true;
+    }
+
+    /// Pagure took a request: work kept for a working token goes now.
+    fn token_works(&mut self, t: f64) {
+        if !std::mem::take(&mut self.token_held) {
+            return;
+        }
+        match self.store.wake_held(t) {
+            Ok(0) => {}
+            Ok(n) => info!("Pagure accepts the token again: {n} kept request(s) go now"),
+            Err(e) => error!("state store: cannot wake the work kept for a token: {e}"),
         }
     }
 
@@ -92,7 +136,10 @@ impl Engine {
             AfterTrust::Release if trusted => self.release(&run.project, run.pr, t),
             AfterTrust::Release => self.hold(&run.project, run.pr, t),
             AfterTrust::Commands { commands, spec } if trusted => self.obey(commands, user, spec, t),
-            AfterTrust::Commands { commands, .. } => debug!("{}#{}: ignored {commands:?} from {user}, who is not trusted", run.project, run.pr),
+            AfterTrust::Commands { commands, .. } => {
+                let why = policy::why_not_trusted(self.cfg.trust(&run.project), &run.project, user);
+                info!("{}#{}: refused {commands:?}: {why}", run.project, run.pr)
+            }
         }
     }
 
@@ -221,10 +268,11 @@ impl Engine {
         let value = serde_json::to_value(&outcome).unwrap_or_default();
         match self.store.finish(run.id, &value, t) {
             Ok(true) if outcome == Outcome::Superseded => {
-                debug!("run {} ({} for {}#{}): superseded by a newer commit", run.id, run.job, run.project, run.pr);
+                info!("run {} ({} for {}#{}) at {}: superseded by a newer commit; not flagged", run.id, run.job, run.project, run.pr, policy::short(run.commit.as_deref()));
             }
             Ok(true) => {
                 info!("run {} ({} for {}#{}): finished: {value}", run.id, run.job, run.project, run.pr);
+                web::metrics::finished(run, &outcome);
                 self.add_work(run.id, Work::CheckHeadThenReport { outcome }, t);
             }
             Ok(false) => debug!("run {}: already finished and reported", run.id),
@@ -236,18 +284,31 @@ impl Engine {
         let Work::CheckHeadThenReport { outcome } = work else {
             return error!("run {}: a report for a {} task", run.id, work.kind());
         };
-        let newer = self.store.latest_run(&run.project, run.pr, &run.job).ok().flatten().is_some_and(|l| l != run.id);
+        let latest = self.store.latest_run(&run.project, run.pr, &run.job).ok().flatten();
+        let newer = latest.is_some_and(|l| l != run.id);
         let head = match (&run.commit, head) {
             (Some(built), Some(head)) if *built != head => Head::MovedOn { head, rebuilding: newer },
             _ => Head::Same,
         };
         let job_url = self.job_url(&run.job);
         let mut report = policy::final_report(&self.cfg, &run.job, &job_url, run.commit.as_deref(), outcome, &head);
-        if newer {
+        let t = now();
+        let newer_commit = match &head {
+            Head::MovedOn { head, .. } => Some(head.clone()),
+            Head::Same if newer => latest.and_then(|id| self.store.run(id).ok().flatten()).and_then(|r| r.spec.commit),
+            Head::Same => None,
+        };
+        if newer || matches!(head, Head::MovedOn { .. }) {
+            let (built, why) = (policy::short(run.commit.as_deref()), match &newer_commit {
+                Some(c) => format!("the pull request has moved on to {}", policy::short(Some(c))),
+                None => "a newer run of this job owns the flag".to_string(),
+            });
+            let result = policy::final_report(&self.cfg, &run.job, &job_url, run.commit.as_deref(), outcome, &Head::Same).flag.map(|f| f.text);
+            info!("run {} ({} for {}#{}) at {built}: result not flagged ({}): {why}", run.id, run.job, run.project, run.pr, result.unwrap_or_default());
             // A newer run of this PR and job owns the flag now.
             report.flag = None;
+            self.close_stale_flag(run, newer_commit.as_deref(), t);
         }
-        let t = now();
         if let Some(flag) = report.flag {
             info!("run {} ({} for {}#{}): flag {} \"{}\"", run.id, run.job, run.project, run.pr, flag.status.as_str(), flag.text);
             self.add_flag(run, flag);

@@ -147,7 +147,7 @@ fn a_trusted_authors_pr_is_triggered_followed_and_reported_once() {
 
     t.answer(follow, TaskResult::Queue(QueueState::Started { number: 7, url: "u".into() }));
     assert_eq!(t.state(1), RunState::Running);
-    assert!(matches!(t.task(1, "flag").1, Work::Flag(ref f) if f.text == "Build #7 running"), "the newer flag replaces the older");
+    assert!(matches!(t.task(1, "flag").1, Work::Flag(ref f) if f.text == "Build 7 running"), "the newer flag replaces the older");
     let running = build(&t, 1, 7, None);
     t.answer(follow, TaskResult::Build(running.clone()));
     assert_eq!(t.task(1, "follow").1, Work::Follow { polls: 1 });
@@ -169,7 +169,7 @@ fn a_trusted_authors_pr_is_triggered_followed_and_reported_once() {
     t.answer(report, TaskResult::Head(Some(A.into())));
     let flag = t.task(1, "flag").1;
     assert!(matches!(flag, Work::Flag(ref f) if f.status == FlagStatus::Success && f.percent == Some(100)), "{flag:?}");
-    assert!(matches!(t.task(1, "comment").1, Work::Comment { ref text, tried: false } if text.contains("Build #7 successful")));
+    assert!(matches!(t.task(1, "comment").1, Work::Comment { ref text, tried: false } if text.contains("Build 7 successful")));
 }
 
 #[test]
@@ -261,4 +261,42 @@ fn branch_filters_choose_the_jobs() {
     assert_eq!(t.jobs_of_runs(2), ["pungi-docs"], "/retest and /test honour the filter");
     t.comment(1, "lsedlar", "/test pungi-pr", B, "f41");
     assert_eq!(t.jobs_of_runs(1).last().map(String::as_str), Some("pungi-pr"));
+}
+
+#[test]
+fn reports_refused_for_the_token_are_kept_and_woken_when_pagure_takes_a_request() {
+    let mut t = Test::new(config(json!({"poormanci.pagure": {"url": "https://pagure.io", "token": "t", "token_retry": 600}})));
+    t.pr("new", 235, "lsedlar", A, "master");
+    let (trigger, _) = t.task(1, "trigger");
+    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
+    let (flag, _) = t.task(1, "flag");
+    let refused = || TaskResult::Failed(PeerError::Unauthorized("POST /api/0/pungi/pull-request/235/flag: 401 EINVALIDTOK".into()));
+    t.answer(flag, refused());
+    let kept = t.engine.store.task(flag).unwrap().expect("kept, not dropped");
+    assert!(kept.waiting_for_token && kept.due > super::now() + 500.0, "{kept:?}");
+    // Refused again (past any retry deadline): still kept.
+    t.answer(flag, refused());
+    assert!(t.engine.store.task(flag).unwrap().is_some_and(|k| k.waiting_for_token && k.attempts == 2));
+    // Another Pagure request goes through: the kept flag is due at once.
+    let (trigger2, _) = t.task(2, "trigger");
+    t.answer(trigger2, TaskResult::Triggered(Some(QueueItem { id: 40, url: "q".into(), merged: false })));
+    let (flag2, _) = t.task(2, "flag");
+    t.answer(flag2, TaskResult::Sent);
+    assert!(t.engine.store.task(flag).unwrap().unwrap().due <= super::now());
+    // A Jenkins refusal is not kept: the trigger fails and says so.
+    assert!(!crate::policy::waits_for_token(&Work::Trigger));
+}
+
+#[test]
+fn a_superseded_run_closes_its_pending_flag_on_its_own_commit() {
+    let mut t = Test::new(config(json!({})));
+    t.pr("new", 235, "lsedlar", A, "master");
+    let (trigger, _) = t.task(1, "trigger");
+    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
+    t.pr("updated", 235, "lsedlar", B, "master");
+    let (_, close) = t.task(1, "close_stale_flag");
+    let Work::CloseStaleFlag { commit, flag } = close else { unreachable!() };
+    assert_eq!((commit.as_str(), flag.status, flag.text.as_str()), (A, FlagStatus::Canceled, "Superseded by commit bbbbbbbb"));
+    // Run 2 never got as far as a flag: nothing to close.
+    assert!(!t.kinds(2).contains(&"close_stale_flag"), "{:?}", t.kinds(2));
 }

@@ -96,6 +96,8 @@ pub struct PullRequest {
     pub author: String,
     pub source: Source,
     pub last_comment: Option<Comment>,
+    /// For the status page only; None when missing or too long.
+    pub title: Option<String>,
 }
 
 /// Why a message could not be read: names the field, e.g. `pullrequest.id: expected a number`.
@@ -206,6 +208,7 @@ pub fn parse_pr<N: Node>(pr: &N) -> Result<PullRequest, Malformed> {
         author: name_of(&need(pr.get("user"), "pullrequest.user", "a dict")?, "pullrequest.user")?,
         source,
         last_comment,
+        title: pr.get("title").and_then(|t| t.text(MAX_FIELD)),
     })
 }
 

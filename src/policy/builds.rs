@@ -60,7 +60,7 @@ pub fn built_what_was_asked(job: &str, sent: &[(&str, &str)], got: &BuildInfo) -
             Some(p) if p.value.as_deref() == Some(*value) => {}
             Some(p) => {
                 return Err(format!(
-                    "build #{} of job {job} ran with {name}={}, not {}: it did not build this pull request",
+                    "build {} of job {job} ran with {name}={}, not {}: it did not build this pull request",
                     got.number,
                     http::detail(p.value.as_deref().unwrap_or("(no value)")),
                     http::detail(value),
@@ -157,7 +157,7 @@ mod tests {
         let other = [(REPO, "https://r"), (BRANCH, "master"), (BRANCH_TO, "master"), (COMMIT, "abc")];
         assert_eq!(
             built_what_was_asked("pungi-pr", &sent, &built_with(&other)),
-            Err("build #7 of job pungi-pr ran with BRANCH=master, not fix: it did not build this pull request".into())
+            Err("build 7 of job pungi-pr ran with BRANCH=master, not fix: it did not build this pull request".into())
         );
         // Without a known commit, COMMIT is not asked for.
         let sent = trigger_parameters("n", "https://r", "fix", "master", None);

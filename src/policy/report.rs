@@ -17,12 +17,24 @@ pub fn run_in_note(note: &str) -> Option<i64> {
     note.strip_suffix(']')?.rsplit_once(" [poormanci run ")?.1.parse().ok()
 }
 
-/// The flag's uid: one flag per (PR, job), updated in place from pending to
-/// its result. Pagure allows 32 characters; job paths can be longer, hence
-/// a hash (FNV-1a: stable across releases, unlike std's hasher).
-pub fn flag_uid(job: &str) -> String {
-    let hash = job.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    format!("poormanci-{hash:016x}")
+/// The flag's uid: one flag per project, PR and job, updated in place from
+/// pending to its result. Pagure keys a PR's flags by (head commit, uid), so
+/// two PRs with the same head (one branch proposed to `master` and to `f40`)
+/// need different uids, or each overwrites the other's check. Pagure allows
+/// 32 characters; project and job paths can be longer, hence a hash of the
+/// three (FNV-1a: stable across releases, unlike std's hasher).
+pub fn flag_uid(project: &str, pr: u64, job: &str) -> String {
+    format!("poormanci-{:016x}", fnv1a(format!("{project}\n{pr}\n{job}").as_bytes()))
+}
+
+/// The uid of release 0.1.0, from the job alone: a run recorded by it keeps
+/// it, so its flag is still updated in place after an upgrade.
+pub fn legacy_flag_uid(job: &str) -> String {
+    format!("poormanci-{:016x}", fnv1a(job.as_bytes()))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 pub fn short(commit: Option<&str>) -> &str {
@@ -64,16 +76,18 @@ pub struct Report {
     pub comment: Option<String>,
 }
 
-pub fn pending_queued(job_url: &str) -> Flag {
-    Flag { status: FlagStatus::Pending, percent: None, text: "Build queued".into(), url: job_url.into() }
+/// A flag still waiting links to the PR's status page when there is one
+/// (`status_page`, from `poormanci.web.public_url`): it says why it waits.
+pub fn pending_queued(job_url: &str, status_page: Option<&str>) -> Flag {
+    Flag { status: FlagStatus::Pending, percent: None, text: "Build queued".into(), url: status_page.unwrap_or(job_url).into() }
 }
 
-pub fn pending_approval(cfg: &Config, pr_url: &str) -> Flag {
+pub fn pending_approval(cfg: &Config, pr_url: &str, status_page: Option<&str>) -> Flag {
     Flag {
         status: FlagStatus::Pending,
         percent: None,
         text: format!("Waiting for a trusted person to comment {}", cfg.commands.ok_to_test),
-        url: pr_url.into(),
+        url: status_page.unwrap_or(pr_url).into(),
     }
 }
 
@@ -88,7 +102,17 @@ pub fn approval_notice(cfg: &Config) -> String {
 }
 
 pub fn pending_running(number: u64, url: &str) -> Flag {
-    Flag { status: FlagStatus::Pending, percent: None, text: format!("Build #{number} running"), url: url.into() }
+    Flag { status: FlagStatus::Pending, percent: None, text: format!("Build {number} running"), url: url.into() }
+}
+
+/// The flag that closes a run's pending flag left on its `commit` once the
+/// PR has moved on to `newer`: Pagure keeps flags per (commit, uid), and its
+/// PR endpoint only reaches the head, so the old one stays pending unless
+/// set again on that commit. None when there is no older commit to close.
+pub fn stale_flag(commit: Option<&str>, newer: Option<&str>, pr_url: &str) -> Option<(String, Flag)> {
+    let (old, new) = (commit?, newer?);
+    let text = format!("Superseded by commit {}", short(Some(new)));
+    (old != new).then(|| (old.to_string(), Flag { status: FlagStatus::Canceled, percent: None, text, url: pr_url.into() }))
 }
 
 /// The flag and comment for a finished run.
@@ -126,19 +150,19 @@ fn describe(outcome: &Outcome, commit: Option<&str>, job_url: &str) -> (FlagStat
                 BuildResult::NotBuilt => (FlagStatus::Error, None, "not built"),
                 BuildResult::Other(_) => (FlagStatus::Error, None, "ended with an unknown result"),
             };
-            (status, percent, format!("Build #{number} {word}{of}"), url.clone())
+            (status, percent, format!("Build {number} {word}{of}"), url.clone())
         }
         Outcome::QueueCancelled => (FlagStatus::Canceled, None, format!("Build cancelled in the Jenkins queue{of}"), job_url.into()),
         Outcome::NotStarted { after_secs } => {
             (FlagStatus::Error, None, format!("Build did not start within {}{of}", human(*after_secs)), job_url.into())
         }
         Outcome::NotFinished { number, url, after_secs } => {
-            (FlagStatus::Error, None, format!("Build #{number} did not finish within {}{of}", human(*after_secs)), url.clone())
+            (FlagStatus::Error, None, format!("Build {number} did not finish within {}{of}", human(*after_secs)), url.clone())
         }
         Outcome::TriggerFailed { why } => (FlagStatus::Error, None, format!("Could not start a build{of}: {why}"), job_url.into()),
         Outcome::Lost { why } => (FlagStatus::Error, None, format!("Lost track of the build{of}: {why}"), job_url.into()),
         Outcome::Superseded => (FlagStatus::Canceled, None, format!("Superseded by a newer commit{of}"), job_url.into()),
-        Outcome::WrongBuild { number, url, why } => (FlagStatus::Error, None, format!("Build #{number} is not a test of this pull request{of}: {why}"), url.clone()),
+        Outcome::WrongBuild { number, url, why } => (FlagStatus::Error, None, format!("Build {number} is not a test of this pull request{of}: {why}"), url.clone()),
     }
 }
 
@@ -156,6 +180,16 @@ mod tests {
     use crate::testing::config;
 
     #[test]
+    fn a_waiting_flag_links_to_the_status_page_when_there_is_one() {
+        let cfg = config();
+        let (job, pr, page) = ("https://jenkins/job/x/", "https://pagure/p/pull-request/1", "https://ci/p/pull-request/1");
+        assert_eq!(pending_queued(job, None).url, job);
+        assert_eq!(pending_queued(job, Some(page)).url, page);
+        assert_eq!(pending_approval(&cfg, pr, None).url, pr);
+        assert_eq!(pending_approval(&cfg, pr, Some(page)).url, page);
+    }
+
+    #[test]
     fn cause_round_trip() {
         let url = "https://pagure.io/pungi/pull-request/235";
         assert_eq!(run_in_note(&cause(url, 42)), Some(42));
@@ -164,10 +198,15 @@ mod tests {
     }
 
     #[test]
-    fn flag_uid_is_short_and_stable() {
-        assert_eq!(flag_uid("pungi-pr"), flag_uid("pungi-pr"));
-        assert_ne!(flag_uid("pungi-pr"), flag_uid("pungi-pr2"));
-        assert!(flag_uid(&"x/".repeat(100)).len() <= 32);
+    fn flag_uid_is_short_stable_and_per_pr() {
+        assert_eq!(flag_uid("pungi", 1, "pungi-pr"), flag_uid("pungi", 1, "pungi-pr"));
+        // Same job, same head commit, another PR or project: another flag.
+        assert_ne!(flag_uid("pungi", 1, "pungi-pr"), flag_uid("pungi", 5, "pungi-pr"));
+        assert_ne!(flag_uid("pungi", 1, "pungi-pr"), flag_uid("rpms/pungi", 1, "pungi-pr"));
+        assert_ne!(flag_uid("pungi", 1, "pungi-pr"), flag_uid("pungi", 1, "pungi-pr2"));
+        assert!(flag_uid(&"x/".repeat(100), u64::MAX, &"x/".repeat(100)).len() <= 32);
+        // Release 0.1.0's value, pinned: its runs keep it.
+        assert_eq!(legacy_flag_uid("pungi-pr"), "poormanci-d8dced95d1428cc9");
     }
 
     #[test]
@@ -178,12 +217,47 @@ mod tests {
             final_report(&cfg, "p", "http://j.example.org/job/p/", Some("3f2a9c1e77"), &o, &Head::Same).flag.unwrap()
         };
         let ok = report("SUCCESS");
-        assert_eq!((ok.status, ok.percent, ok.text.as_str()), (FlagStatus::Success, Some(100), "Build #149 successful (commit 3f2a9c1e)"));
+        assert_eq!((ok.status, ok.percent, ok.text.as_str()), (FlagStatus::Success, Some(100), "Build 149 successful (commit 3f2a9c1e)"));
         assert_eq!(report("FAILURE").status, FlagStatus::Failure);
         assert_eq!(report("UNSTABLE").status, FlagStatus::Failure);
         assert_eq!(report("ABORTED").status, FlagStatus::Canceled);
         assert_eq!(report("NOT_BUILT").status, FlagStatus::Error);
         assert_eq!(report("WEIRD").status, FlagStatus::Error);
+    }
+
+    /// Pagure's markdown links a bare `#N` to issue or PR N of the project.
+    #[test]
+    fn no_bare_number_sign_in_texts() {
+        let cfg = config();
+        let url = "http://j.example.org/job/p/12/";
+        let outcomes = [
+            Outcome::Finished { number: 12, url: url.into(), result: "SUCCESS".into() },
+            Outcome::QueueCancelled,
+            Outcome::NotStarted { after_secs: 60 },
+            Outcome::NotFinished { number: 12, url: url.into(), after_secs: 60 },
+            Outcome::TriggerFailed { why: "403".into() },
+            Outcome::Lost { why: "gone".into() },
+            Outcome::Superseded,
+        ];
+        let heads = [Head::Same, Head::MovedOn { head: "bbbbbbbbbb".into(), rebuilding: true }];
+        let mut texts = vec![pending_running(12, url).text, pending_queued(url, None).text, pending_approval(&cfg, url, None).text, approval_notice(&cfg)];
+        for o in &outcomes {
+            for h in &heads {
+                let r = final_report(&cfg, "p", "http://j.example.org/job/p/", Some("aaaaaaaaaa"), o, h);
+                texts.extend(r.flag.map(|f| f.text));
+                texts.extend(r.comment);
+            }
+        }
+        let bare = regex::Regex::new(r"#[0-9]").unwrap();
+        assert!(texts.iter().all(|t| !bare.is_match(t)), "{texts:#?}");
+    }
+
+    #[test]
+    fn a_stale_flag_is_closed_on_its_own_commit() {
+        let (commit, flag) = stale_flag(Some("aaaaaaaaaa"), Some("bbbbbbbbbb"), "https://p.example.org/x/pull-request/1").unwrap();
+        assert_eq!((commit.as_str(), flag.status, flag.text.as_str()), ("aaaaaaaaaa", FlagStatus::Canceled, "Superseded by commit bbbbbbbb"));
+        assert_eq!(stale_flag(Some("aaaaaaaaaa"), Some("aaaaaaaaaa"), "u"), None, "a rebuild of the same commit");
+        assert_eq!(stale_flag(None, Some("aaaaaaaaaa"), "u"), None);
     }
 
     #[test]

@@ -56,7 +56,19 @@ pub fn given_up(work: &Work, why: &str) -> GivenUp {
         Work::Follow { .. } => GivenUp::Finish(Outcome::Lost { why: why.to_string() }),
         Work::Trust { .. } => GivenUp::NotTrusted,
         Work::CheckHeadThenReport { .. } => GivenUp::ReportAsIs,
-        Work::Cancel | Work::Flag(_) | Work::Comment { .. } | Work::Lookup { .. } => GivenUp::Drop,
+        Work::Cancel | Work::Flag(_) | Work::Comment { .. } | Work::Lookup { .. } | Work::CloseStaleFlag { .. } => GivenUp::Drop,
+    }
+}
+
+/// Whether work Pagure refused for authorization (401, 403) is kept until
+/// the token works: the reports and the questions they hang on. A bad or
+/// expired token is fixed by a person, often days later; a result dropped
+/// meanwhile is lost for good. Closing an old commit's stale flag is a
+/// nicety that needs an ACL poormanci does not require: not kept.
+pub fn waits_for_token(work: &Work) -> bool {
+    match work {
+        Work::Flag(_) | Work::Comment { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } => true,
+        Work::Trigger | Work::Cancel | Work::Follow { .. } | Work::Lookup { .. } | Work::CloseStaleFlag { .. } => false,
     }
 }
 

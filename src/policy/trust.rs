@@ -38,6 +38,21 @@ pub fn trusted_by_pagure(trust: &Trust, user: &str, acl: &ProjectAcl, members_of
     trusted_by_config(trust, user) || (trust.committers && committers(acl).0.iter().any(|u| u == user)) || members_of_groups.iter().any(|m| m == user)
 }
 
+/// Why `user` is not trusted on `project`, for the INFO line of a refusal.
+pub fn why_not_trusted(trust: &Trust, project: &str, user: &str) -> String {
+    let mut ways = vec!["not in trusted.users".to_string()];
+    if trust.committers {
+        ways.push(format!("not an owner, admin or committer of {project} (nor in a group with such access)"));
+    }
+    if !trust.groups.is_empty() {
+        ways.push(format!("not in the trusted groups ({})", trust.groups.join(", ")));
+    }
+    if trust_needs_pagure(trust) {
+        ways.push("as Pagure says now".to_string());
+    }
+    format!("{user} is not trusted: {}", ways.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

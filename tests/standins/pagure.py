@@ -32,6 +32,8 @@ from messages import epoch, user_json
 from . import Recorded, StandIn
 
 CI_ACLS = ("pull_request_comment", "pull_request_flag")
+# Not needed by poormanci; with it, it closes pending flags left on older commits.
+COMMIT_FLAG = "commit_flag"
 # pagure/lib/model.py CommitFlag.uid is a String(32): PostgreSQL refuses a
 # longer one and the API answers 400 EDBERROR (SQLite, as in a test
 # instance, would keep it: uid_limit = None).
@@ -97,6 +99,9 @@ class FakePagure(StandIn):
         self.outbox: list[dict] = []
         self._projects: dict[str, dict] = {}  # fullname -> record (forks: "forks/<user>/<fullname>")
         self._prs: dict[tuple[str, int], dict] = {}
+        # (project, commit) of every PR head: Pagure keeps them in the target
+        # repository (refs/pull/N/head), where /c/<commit>/flag finds them.
+        self._commits: set[tuple[str, str]] = set()
         self._next_project_id = 1
         self.groups: dict[str, list[str]] = {}
 
@@ -200,9 +205,35 @@ class FakePagure(StandIn):
                 "date_created": now, "last_updated": now, "updated_on": now,
                 "closed_at": None, "closed_by": None,
             }
+            self._commits.add((fullname, commit))
             pr = self._pr_json(fullname, id)
             self.outbox.append(messages.pr_new(pr, prefix=self.prefix))
             return pr
+
+    def load_pr(self, pr: dict):
+        """Make the PR what a recorded message shows it to be (its head,
+        status, branches, fork), as a real Pagure was when it sent it: a
+        recording replayed against the stand-in meets the same answers."""
+        fullname = pr["project"]["fullname"]
+        with self._lock:
+            if fullname not in self._projects:
+                self.add_project(fullname, owner=pr["project"]["user"]["name"])
+            fork = (pr.get("repo_from") or {}).get("fullname")
+            if fork and fork not in self._projects:
+                parent = self._projects[fullname]
+                self._projects[fork] = self._project_record(
+                    parent["name"], parent["namespace"], fork, pr["repo_from"]["user"]["name"], parent=fullname,
+                    users={k: [] for k in parent["users"]}, groups={k: [] for k in parent["groups"]})
+            rec = self._prs.get((fullname, pr["id"]))
+            if rec is None:
+                rec = self._prs[(fullname, pr["id"])] = {
+                    "id": pr["id"], "uid": pr["uid"], "project": fullname, "remote_git": pr.get("remote_git"),
+                    "author": pr["user"]["name"], "comments": [], "initial_comment": pr.get("initial_comment"),
+                    "title": pr["title"], "date_created": pr["date_created"], "closed_at": None, "closed_by": None}
+            rec.update(repo_from=fork, branch=pr["branch"], branch_from=pr["branch_from"],
+                       commit_start=pr["commit_start"], commit_stop=pr["commit_stop"], status=pr["status"],
+                       last_updated=pr["last_updated"], updated_on=pr["updated_on"])
+            self._commits.add((fullname, pr["commit_stop"]))
 
     # -- things that happen on Pagure (return the bus messages) ---------------
     def pr(self, project: str, id: int) -> dict:
@@ -217,6 +248,7 @@ class FakePagure(StandIn):
         with self._lock:
             rec = self._rec(project, id)
             rec["commit_stop"] = new_commit or _hex40()
+            self._commits.add((rec["project"], rec["commit_stop"]))
             if rebase:
                 rec["commit_start"] = rec["commit_stop"]
                 text = f"rebased onto {_hex40()}"
@@ -353,6 +385,8 @@ class FakePagure(StandIn):
                 if not 1 <= i <= 2 or not rest or not rest[0].isdigit():
                     return _json(404, {"error": "Not found", "error_code": "ENOCODE"})
                 return self._pr_route(request, repo, int(rest[0]), rest[1:], data)
+            if len(parts) >= 4 and parts[-3] == "c" and parts[-1] == "flag" and request.method == "POST":
+                return self._commit_flag_route(request, "/".join(parts[:-3]), parts[-2], data)
             if len(parts) == 2 and parts[0] == "group" and request.method == "GET":
                 return self._group_route(parts[1])
             if 1 <= len(parts) <= 2 and request.method == "GET":
@@ -397,6 +431,21 @@ class FakePagure(StandIn):
             return self._comment(pr, data, user)
         return self._flag(pr, data, user)
 
+    def _commit_flag_route(self, request: Request, repo: str, commit: str, data: dict) -> Response:
+        """pagure/api/project.py api_commit_add_flag: ACL commit_flag, the
+        commit must be in the project's repository (404 ENOCOMMIT), the flag
+        found by (commit, uid) as for a PR."""
+        user, error = self._check_token(request, COMMIT_FLAG)
+        if error:
+            return error
+        if repo not in self._projects:
+            return _json(404, {"error": "Project not found", "error_code": "ENOPROJECT"})
+        if (repo, commit) not in self._commits:
+            return _json(404, {"error": "No such commit found in this repository", "error_code": "ENOCOMMIT"})
+        pr = next((p for p in self._prs.values() if p["project"] == repo), None)
+        return self._flag({**(pr or {}), "project": repo, "id": None, "commit_stop": commit}, data, user,
+                          announce=False)
+
     def _check_token(self, request: Request, acl: str | None):
         """pagure/utils.py check_api_acls: the token's errors come in this
         order (unknown, expired, missing ACL), each a 401 EINVALIDTOK."""
@@ -433,9 +482,9 @@ class FakePagure(StandIn):
                                              user, prefix=self.prefix))
         return _json(200, {"message": "Comment added"})
 
-    def _flag(self, pr: dict, data: dict, user: str) -> Response:
+    def _flag(self, pr: dict, data: dict, user: str, *, announce: bool = True) -> Response:
         history = {"project": pr["project"], "id": pr["id"], "data": dict(data),
-                   "time": time.time(), "code": 400, "message": None, "uid": None}
+                   "time": time.time(), "code": 400, "message": None, "uid": None, "commit": None}
         self.flag_history.append(history)
         errors = self._flag_errors(data)
         if errors:
@@ -465,10 +514,11 @@ class FakePagure(StandIn):
                     **changes}
             self._flags[(commit, uid)] = flag
             message = "Flag added"
-        history.update(code=200, message=message, uid=uid)
-        pr_json = self._pr_json(pr["project"], pr["id"])
-        self.outbox.append(messages.pr_flag_added(pr_json, flag, updated=message == "Flag updated",
-                                                  prefix=self.prefix))
+        history.update(code=200, message=message, uid=uid, commit=commit)
+        if announce:
+            pr_json = self._pr_json(pr["project"], pr["id"])
+            self.outbox.append(messages.pr_flag_added(pr_json, flag, updated=message == "Flag updated",
+                                                      prefix=self.prefix))
         email_hash = hashlib.sha256(f"{user}@example.test".encode()).hexdigest()
         return _json(200, {
             "avatar_url": f"https://seccdn.libravatar.org/avatar/{email_hash}?s=30&d=retro",
