@@ -94,6 +94,11 @@ config = {
         ],
     },
 
+    # What a trusted person's /ok-to-test approves: "commit" (default), the
+    # commit the approver saw, so each later push of an untrusted author
+    # waits again; or "pull-request", its later commits too.
+    "poormanci.approve": "commit",
+
     # Where the state store (SQLite) lives: work not yet done survives a
     # restart there. Must be writable by the fedmsg-hub user.
     "poormanci.state_dir": "/var/lib/poormanci",

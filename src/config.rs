@@ -173,8 +173,19 @@ pub struct Config {
     pub commands: Commands,
     pub state_dir: PathBuf,
     pub retry_deadline: Duration,
+    pub approve: Approve,
     /// `poormanci.web` (status page): read in crate::web::config.
     pub web: crate::web::config::WebConfig,
+}
+
+/// What a trusted person's `/ok-to-test` approves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approve {
+    /// The commit that was the PR's head when the comment was written; each
+    /// later push of an untrusted author waits again.
+    Commit,
+    /// The pull request: its later commits build too (as Prow does).
+    PullRequest,
 }
 
 impl Config {
@@ -230,6 +241,7 @@ const ROOT_KEYS: &[&str] = &[
     "poormanci.commands",
     "poormanci.state_dir",
     "poormanci.retry_deadline",
+    "poormanci.approve",
     "poormanci.web",
 ];
 const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
@@ -300,6 +312,12 @@ impl Checker {
             Some(_) => c.wrong("poormanci.state_dir", "a directory path"),
         };
         let retry_deadline = c.duration_at("poormanci.retry_deadline", root.get("poormanci.retry_deadline"), 3600.0);
+        let approve = match root.get("poormanci.approve").and_then(|v| if v.is_null() { None } else { Some(v) }) {
+            None => Approve::Commit,
+            Some(Value::String(s)) if s == "commit" => Approve::Commit,
+            Some(Value::String(s)) if s == "pull-request" => Approve::PullRequest,
+            Some(_) => c.wrong("poormanci.approve", "\"commit\" or \"pull-request\"").unwrap_or(Approve::Commit),
+        };
         if let Some(Value::Object(web)) = root.get("poormanci.web") {
             c.unknown_keys("poormanci.web.", web, &[crate::web::config::KEYS]);
         }
@@ -339,6 +357,7 @@ impl Checker {
             commands,
             state_dir: state_dir.unwrap(),
             retry_deadline,
+            approve,
             web,
         })
     }

@@ -113,7 +113,7 @@ pub fn builder(peer: &PeerConfig) -> Result<ClientBuilder, String> {
         b = b.tls_certs_merge(certs);
     }
     if peer.insecure {
-        log::warn!(target: "poormanci", "TLS verification is OFF for {} (insecure: True)", shown_url(&peer.url));
+        warn!("TLS verification is OFF for {} (insecure: True)", shown_url(&peer.url));
         b = b.tls_danger_accept_invalid_certs(true);
     }
     Ok(b)
@@ -206,7 +206,7 @@ pub async fn send(peer: &str, what: &str, req: RequestBuilder, cap: usize) -> Re
     crate::web::metrics::request(peer, sent.as_ref().ok().map(|r| r.status().as_u16()));
     let mut resp = sent.map_err(|e| from_reqwest(what, e))?;
     let status = resp.status();
-    log::debug!(target: "poormanci", "{what}: {status}");
+    debug!("{what}: {status}");
     let success = status.is_success();
     let limit = if success { cap } else { ERROR_BODY_CAP };
     let too_big = || PeerError::Fatal(format!("{what}: {status}: answer larger than {limit} bytes"));

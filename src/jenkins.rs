@@ -179,20 +179,6 @@ impl BuildInfo {
     }
 }
 
-/// The form a trigger sends: `cause` (Jenkins' note, not a parameter) and
-/// the parameters; COMMIT only when poormanci knows the commit.
-pub fn trigger_parameters<'a>(
-    cause: &'a str,
-    repo: &'a str,
-    branch: &'a str,
-    branch_to: &'a str,
-    commit: Option<&'a str>,
-) -> Vec<(&'a str, &'a str)> {
-    let mut params = vec![("cause", cause), (REPO, repo), (BRANCH, branch), (BRANCH_TO, branch_to)];
-    params.extend(commit.map(|c| (COMMIT, c)));
-    params
-}
-
 /// Jenkins refused a request for a reason no retry can fix. Each says the
 /// cause and, where there is one, the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -566,7 +552,7 @@ impl Jenkins {
             }
             let a = http::send("jenkins", what, req, JSON_CAP).await?;
             if with_crumb && !refreshed && is_crumb_refusal(&a) {
-                log::info!(target: "poormanci", "{what}: crumb refused, fetching a fresh one");
+                info!("{what}: crumb refused, fetching a fresh one");
                 refreshed = true;
                 continue;
             }
@@ -585,7 +571,7 @@ impl Jenkins {
                 // Refused (anonymous without Overall/Read...): try the POST
                 // without one; if Jenkins wants one it says so, and we ask again.
                 Err(e) => {
-                    log::warn!(target: "poormanci", "{e}; posting without a CSRF crumb");
+                    warn!("{e}; posting without a CSRF crumb");
                     *crumb = Crumb::Unknown;
                 }
             }
@@ -601,7 +587,7 @@ impl Jenkins {
         let what = http::describe(&Method::GET, &url);
         let a = http::send("jenkins", &what, self.request(Method::GET, url), JSON_CAP).await?;
         if a.status == StatusCode::NOT_FOUND {
-            log::debug!(target: "poormanci", "{what}: 404, CSRF crumbs are off");
+            debug!("{what}: 404, CSRF crumbs are off");
             return Ok(Crumb::Off);
         }
         if !a.status.is_success() {
@@ -1179,14 +1165,6 @@ mod tests {
         }
         assert_eq!(BuildResult::parse("NOT_BUILT"), BuildResult::NotBuilt);
         assert_eq!(BuildResult::parse("WEIRD"), BuildResult::Other("WEIRD".into()));
-    }
-
-    #[test]
-    fn parameters_sent_include_commit_when_known() {
-        let p = trigger_parameters("note", "https://r", "fix", "master", Some("abc123"));
-        assert_eq!(p, [("cause", "note"), (REPO, "https://r"), (BRANCH, "fix"), (BRANCH_TO, "master"), (COMMIT, "abc123")]);
-        let p = trigger_parameters("note", "https://r", "fix", "master", None);
-        assert!(p.iter().all(|(name, _)| *name != COMMIT));
     }
 
     #[test]

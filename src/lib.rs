@@ -14,9 +14,13 @@
 //! - `python`: what Python sees: `Core`, `check_config`, `read_status`
 
 /// Log lines go to the Python logger "poormanci" (through pyo3-log), not
-/// to one per Rust module.
+/// to one per Rust module. Every line has its control characters escaped:
+/// user names, branches and titles come from messages anyone can send, and
+/// a newline in one must not forge a log line.
 macro_rules! log_at {
-    ($level:ident, $($arg:tt)*) => { log::$level!(target: "poormanci", $($arg)*) };
+    ($level:ident, $($arg:tt)*) => {
+        log::$level!(target: "poormanci", "{}", $crate::one_line(&format!($($arg)*)))
+    };
 }
 macro_rules! debug { ($($arg:tt)*) => { log_at!(debug, $($arg)*) }; }
 macro_rules! info { ($($arg:tt)*) => { log_at!(info, $($arg)*) }; }
@@ -40,6 +44,24 @@ mod testing;
 
 use pyo3::prelude::*;
 
+/// `text` on one line: control characters (and Unicode's line and paragraph
+/// separators) escaped as Rust writes them (`\n`, `\u{1b}`); the rest as is.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let odd = |c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+    if !text.contains(odd) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if odd(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Loggers cached, levels not: a level set after import must take effect.
@@ -54,4 +76,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(python::check_pagure_token, m)?)?;
     m.add_class::<python::Core>()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_lines_stay_one_line() {
+        assert_eq!(super::one_line("alice"), "alice");
+        assert_eq!(super::one_line("caf\u{e9} \u{1f600}"), "caf\u{e9} \u{1f600}");
+        assert_eq!(super::one_line("x\n2026 ERROR forged\r\u{1b}[31m\u{2028}"), "x\\n2026 ERROR forged\\r\\u{1b}[31m\\u{2028}");
+    }
 }

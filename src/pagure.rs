@@ -169,6 +169,9 @@ pub struct PrComment {
 pub struct Repo {
     /// `forks/bob/test`, `rpms/foo`.
     pub fullname: String,
+    /// Its owner: for a fork, the person who can push to it.
+    #[serde(default)]
+    pub user: Option<User>,
 }
 
 /// A pull request, as `GET /api/0/<project>/pull-request/<id>` shows it.
@@ -184,6 +187,15 @@ pub struct PullRequest {
     /// Where the PR's commits come from; null for a remote PR.
     #[serde(default, rename = "repo_from")]
     pub source_repo: Option<Repo>,
+    /// A remote PR's git URL (`source_repo` is then null).
+    #[serde(default)]
+    pub remote_git: Option<String>,
+    /// The PR's own branch.
+    #[serde(default, rename = "branch_from")]
+    pub source_branch: Option<String>,
+    /// The branch it merges into.
+    #[serde(default, rename = "branch")]
+    pub target_branch: Option<String>,
     #[serde(default)]
     pub comments: Vec<PrComment>,
 }
@@ -363,7 +375,7 @@ impl Pagure {
             message: String,
         }
         let done: Done = a.json(&what)?;
-        log::debug!(target: "poormanci", "{what}: {}", http::detail(&done.message));
+        debug!("{what}: {}", http::detail(&done.message));
         Ok(())
     }
 }

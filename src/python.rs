@@ -16,7 +16,7 @@ use pyo3::types::{PyDict, PyList};
 use crate::config::Config;
 use crate::{engine, event, store, web, worker};
 use crate::engine::{Engine, Input};
-use crate::event::{Event, Node, MAX_FIELD};
+use crate::event::{Event, Message, Node, MAX_FIELD};
 
 create_exception!(poormanci._core, ConfigError, PyValueError, "The configuration is wrong; `problems` lists every problem.");
 
@@ -140,6 +140,46 @@ pub struct Core {
     lock: Mutex<Option<File>>,
 }
 
+impl Core {
+    /// The message in a bus envelope, if poormanci uses it; anything else is
+    /// logged (one line) and None.
+    fn read(&self, topic: &Bound<PyAny>, envelope: &Bound<PyAny>) -> Option<Message> {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let id = envelope.get("msg_id").and_then(|v| v.text(MAX_FIELD)).unwrap_or_else(|| "-".into());
+            let Some(topic) = topic.text(MAX_FIELD) else {
+                web::metrics::message_dropped(true);
+                warn!("msg {id}: dropped: the topic is not a string");
+                return None;
+            };
+            // Decided from the config alone, here: no need to wake the engine.
+            if let Some(why) = event::not_ours_early(&self.cfg, &topic, envelope) {
+                web::metrics::message_dropped(false);
+                debug!("msg {id} {topic}: ignored: {why}");
+                return None;
+            }
+            match event::parse(&self.cfg, &topic, envelope) {
+                Err(e) => {
+                    web::metrics::message_dropped(true);
+                    warn!("msg {id} {topic}: malformed, dropped: {e}");
+                    None
+                }
+                Ok(msg) => match &msg.event {
+                    Event::NotOurs(why) => {
+                        web::metrics::message_dropped(false);
+                        debug!("msg {id} {topic}: ignored: {why}");
+                        None
+                    }
+                    _ => Some(msg),
+                },
+            }
+        }));
+        outcome.unwrap_or_else(|_| {
+            error!("internal error while reading a message; it was dropped (see the panic message above)");
+            None
+        })
+    }
+}
+
 #[pymethods]
 impl Core {
     #[new]
@@ -213,45 +253,31 @@ impl Core {
     /// Take one bus message and return at once. Never raises: bad input is
     /// logged on one line and dropped.
     fn handle(&self, py: Python, topic: &Bound<PyAny>, envelope: &Bound<PyAny>) {
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let id = envelope.get("msg_id").and_then(|v| v.text(MAX_FIELD)).unwrap_or_else(|| "-".into());
-            let Some(topic) = topic.text(MAX_FIELD) else {
-                web::metrics::message_dropped(true);
-                return warn!("msg {id}: dropped: the topic is not a string");
-            };
-            // Decided from the config alone, here: no need to wake the engine.
-            if let Some(why) = event::not_ours_early(&self.cfg, &topic, envelope) {
-                web::metrics::message_dropped(false);
-                return debug!("msg {id} {topic}: ignored: {why}");
-            }
-            match event::parse(&self.cfg, &topic, envelope) {
-                Err(e) => {
-                    web::metrics::message_dropped(true);
-                    warn!("msg {id} {topic}: malformed, dropped: {e}")
-                }
-                Ok(msg) if matches!(msg.event, Event::NotOurs(_)) => {
-                    web::metrics::message_dropped(false);
-                    if let Event::NotOurs(why) = &msg.event {
-                        debug!("msg {id} {topic}: ignored: {why}");
-                    }
-                }
-                Ok(msg) => {
-                    // The GIL is released (to wait) only when the engine is
-                    // 10 000 messages behind; taking it back costs more than the send.
-                    let input = match self.tx.try_send(Input::Message(msg)) {
-                        Ok(()) => return,
-                        Err(TrySendError::Full(input)) => input,
-                        Err(TrySendError::Disconnected(_)) => return error!("msg {id} {topic}: dropped: poormanci is stopped"),
-                    };
-                    if py.detach(|| self.tx.send(input)).is_err() {
-                        error!("msg {id} {topic}: dropped: poormanci is stopped");
-                    }
-                }
-            }
-        }));
-        if outcome.is_err() {
-            error!("internal error while reading a message; it was dropped (see the panic message above)");
+        let Some(msg) = self.read(topic, envelope) else { return };
+        let (id, topic) = (msg.msg_id.clone().unwrap_or_else(|| "-".into()), msg.topic.clone());
+        // The GIL is released (to wait) only when the engine is 10 000
+        // messages behind; taking it back costs more than the send.
+        let input = match self.tx.try_send(Input::Message(msg)) {
+            Ok(()) => return,
+            Err(TrySendError::Full(input)) => input,
+            Err(TrySendError::Disconnected(_)) => return error!("msg {id} {topic}: dropped: poormanci is stopped"),
+        };
+        if py.detach(|| self.tx.send(input)).is_err() {
+            error!("msg {id} {topic}: dropped: poormanci is stopped");
         }
+    }
+
+    /// Take one bus message and return once the state store has recorded it
+    /// (at once for a message poormanci does not use): the AMQP callback
+    /// acknowledges it then, so a crash loses nothing the broker gave.
+    /// Raises RuntimeError if poormanci stops before that.
+    fn handle_recorded(&self, py: Python, topic: &Bound<PyAny>, envelope: &Bound<PyAny>) -> PyResult<()> {
+        let Some(msg) = self.read(topic, envelope) else { return Ok(()) };
+        let (recorded, when) = mpsc::channel();
+        let stopped = || PyRuntimeError::new_err("poormanci is stopped");
+        let input = Input::Record { msg, recorded };
+        py.detach(|| self.tx.send(input)).map_err(|_| stopped())?;
+        py.detach(move || when.recv()).map_err(|_| stopped())
     }
 
     fn explain(&self, py: Python, topic: &str, envelope: &Bound<PyAny>) -> PyResult<Vec<String>> {

@@ -314,6 +314,10 @@ impl Store {
         self.db.execute_batch("COMMIT")
     }
 
+    pub fn rollback(&self) -> Result<()> {
+        self.db.execute_batch("ROLLBACK")
+    }
+
     /// Record a msg_id; false when it was already seen.
     pub fn first_sight(&self, msg_id: &str, now: f64) -> Result<bool> {
         Ok(self.db.execute("INSERT OR IGNORE INTO seen (msg_id, at) VALUES (?1, ?2)", params![msg_id, now])? == 1)
@@ -370,6 +374,12 @@ impl Store {
 
     pub fn approved(&self, project: &str, pr: u64) -> Result<bool> {
         self.db.prepare_cached("SELECT 1 FROM approvals WHERE project = ?1 AND pr = ?2")?.exists(params![project, pr])
+    }
+
+    /// What Pagure says a run builds, where the message said otherwise.
+    pub fn set_source(&self, id: i64, repo: &str, source_branch: &str, commit: Option<&str>) -> Result<()> {
+        self.db.execute("UPDATE runs SET repo = ?2, branch = ?3, commit_id = ?4 WHERE id = ?1", params![id, repo, source_branch, commit])?;
+        Ok(())
     }
 
     pub fn set_queued(&self, id: i64, queue_id: Option<u64>) -> Result<()> {

@@ -38,11 +38,23 @@ pub enum Work {
     /// Set `flag` (with the run's uid) on the run's older `commit`, which
     /// the PR has left: it closes the pending flag left there.
     CloseStaleFlag { commit: String, flag: Flag },
-    /// Ask Pagure whether `user` is trusted on the run's project, then act.
+    /// Ask Pagure whether `user` (and `fork_owner`, who can push to the
+    /// PR's source) is trusted on the run's project, then act.
     Trust {
         user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fork_owner: Option<String>,
         #[serde(flatten)]
         then: AfterTrust,
+    },
+    /// Read the PR from Pagure, then trigger `runs` (of this PR) with what
+    /// Pagure says they build, or not at all. `vouched`: the people whose
+    /// trust let them go, whom Pagure must confirm as the PR's author and
+    /// fork owner (empty when a trusted person's command or approval did).
+    Confirm {
+        runs: Vec<i64>,
+        #[serde(default)]
+        vouched: Vec<String>,
     },
 }
 
@@ -115,6 +127,7 @@ impl Work {
     pub const LOOKUP: &'static str = "lookup";
     pub const REPORT: &'static str = "report";
     pub const TRUST: &'static str = "trust";
+    pub const CONFIRM: &'static str = "confirm";
     pub const CLOSE_STALE_FLAG: &'static str = "close_stale_flag";
 
     /// The tag stored in the `kind` column.
@@ -128,6 +141,7 @@ impl Work {
             Work::Lookup { .. } => Self::LOOKUP,
             Work::CheckHeadThenReport { .. } => Self::REPORT,
             Work::Trust { .. } => Self::TRUST,
+            Work::Confirm { .. } => Self::CONFIRM,
             Work::CloseStaleFlag { .. } => Self::CLOSE_STALE_FLAG,
         }
     }
@@ -135,9 +149,12 @@ impl Work {
     pub fn peer(&self) -> Peer {
         match self {
             Work::Trigger | Work::Cancel | Work::Follow { .. } | Work::Lookup { .. } => Peer::Jenkins,
-            Work::Flag(_) | Work::Comment { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } | Work::CloseStaleFlag { .. } => {
-                Peer::Pagure
-            }
+            Work::Flag(_)
+            | Work::Comment { .. }
+            | Work::CheckHeadThenReport { .. }
+            | Work::Trust { .. }
+            | Work::Confirm { .. }
+            | Work::CloseStaleFlag { .. } => Peer::Pagure,
         }
     }
 
@@ -184,9 +201,11 @@ mod tests {
             Work::Follow { polls: 3 },
             Work::Lookup { number: 7 },
             Work::CheckHeadThenReport { outcome: Outcome::QueueCancelled },
-            Work::Trust { user: "alice".into(), then: AfterTrust::Release },
+            Work::Trust { user: "alice".into(), fork_owner: None, then: AfterTrust::Release },
+            Work::Trust { user: "alice".into(), fork_owner: Some("bob".into()), then: AfterTrust::Release },
             Work::CloseStaleFlag { commit: "abc".into(), flag: Flag { status: FlagStatus::Canceled, percent: None, text: "x".into(), url: "u".into() } },
-            Work::Trust { user: "alice".into(), then: AfterTrust::Commands { commands: vec![Command::Retest], spec } },
+            Work::Trust { user: "alice".into(), fork_owner: None, then: AfterTrust::Commands { commands: vec![Command::Retest], spec } },
+            Work::Confirm { runs: vec![1, 2], vouched: vec!["alice".into()] },
         ]
     }
 
@@ -216,7 +235,7 @@ mod tests {
         let find = |f: &dyn Fn(&Work) -> bool| tasks.iter().find(|t| f(&t.work)).unwrap_or_else(|| panic!("{tasks:#?}")).clone();
         assert_eq!(find(&|w| matches!(w, Work::Lookup { .. })).work, Work::Lookup { number: 99 });
         let commands = find(&|w| matches!(w, Work::Trust { then: AfterTrust::Commands { .. }, .. }));
-        let Work::Trust { user, then: AfterTrust::Commands { commands, spec } } = commands.work else { unreachable!() };
+        let Work::Trust { user, then: AfterTrust::Commands { commands, spec }, .. } = commands.work else { unreachable!() };
         assert_eq!((user.as_str(), commands), ("aavrug", vec![Command::Retest, Command::Test("pungi-docs".into())]));
         assert_eq!((spec.pr, spec.source_branch.as_str(), spec.target_branch.as_str()), (236, "master", "master"));
         let flag = find(&|w| matches!(w, Work::Flag(f) if f.text == "Build queued"));

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::http::PeerError;
-use crate::jenkins::{self, BuildInfo, Jenkins, QueueItem, QueueState};
+use crate::jenkins::{BuildInfo, Jenkins, QueueItem, QueueState};
 use crate::pagure::{Pagure, ProjectAcl, TokenVerdict, PR_COMMENT, PR_FLAG};
 use crate::policy;
 use crate::store::{Run, Task};
@@ -120,6 +120,8 @@ pub enum TaskResult {
     Head(Option<String>),
     /// Whether the task's user is trusted.
     Trust(bool),
+    /// The PR as Pagure's API shows it.
+    PullRequest(Box<crate::pagure::PullRequest>),
     Failed(PeerError),
 }
 
@@ -140,9 +142,8 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
             let Some(job) = cfg.job(&run.project, &run.job) else {
                 return TaskResult::Failed(PeerError::Fatal(format!("job {} is no longer configured for {}", run.job, run.project)));
             };
-            let cause = policy::cause(&run.pr_url, run.id);
-            let mut params = jenkins::trigger_parameters(&cause, &run.repo, &run.source_branch, &run.target_branch, run.commit.as_deref());
-            params.extend(job.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let sent = policy::trigger_parameters(Some(job), run.id, &run.spec);
+            let params: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             peers.jenkins.trigger(&run.job, &job.token, &params).await.map(TaskResult::Triggered).map_err(PeerError::from)
         }
         // Follows go out together, per job: see `poll`.
@@ -155,7 +156,14 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
         Work::CloseStaleFlag { commit, flag } => {
             peers.pagure.commit_flag(&run.project, commit, &cfg.pagure.flag_name, &run.flag_uid, flag).await.map(|_| TaskResult::Sent)
         }
-        Work::Trust { user, .. } => peers.is_trusted(&cfg, &run.project, user).await.map(TaskResult::Trust),
+        Work::Trust { user, fork_owner, .. } => {
+            let mut trusted = peers.is_trusted(&cfg, &run.project, user).await;
+            if let (Ok(true), Some(owner)) = (&trusted, fork_owner) {
+                trusted = peers.is_trusted(&cfg, &run.project, owner).await;
+            }
+            trusted.map(TaskResult::Trust)
+        }
+        Work::Confirm { .. } => peers.pagure.pull_request(&run.project, run.pr).await.map(|pr| TaskResult::PullRequest(Box::new(pr))),
         Work::Comment { text, tried } => {
             // Tried before (a timeout, a 5xx, a kill): the POST may have
             // landed with its answer lost. Comments are not idempotent.

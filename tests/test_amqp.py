@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -223,6 +224,7 @@ def test_a_recorded_pagure_message_is_checked_by_its_schema(jenkins, pagure, mak
     "not in the schema registry" WARNING, and handled."""
     record = next(r for r in messages.recording(envelopes=False) if r["topic"].endswith(".pull-request.new"))
     assert record["headers"]["fedora_messaging_schema_package"] == "pagure_messages"
+    pagure.load_pr(record["body"]["pullrequest"])  # poormanci reads the PR from Pagure before building it
     proc = consumer(make_config(jenkins, pagure))
     publish(broker, record["topic"], record["body"], message_id=record["id"], headers=record["headers"])
     wait_until(lambda: [t for t in jenkins.triggers if t.params.get("BRANCH") == record["body"]["pullrequest"]["branch_from"]],
@@ -268,6 +270,43 @@ def test_consumer_stops_cleanly_on_sigterm_and_work_survives(jenkins, pagure, ma
     consumer(config)
     wait_until(lambda: [t for t in jenkins.triggers if t.params.get("BRANCH") == "fix-9"], 30,
                "the resumed trigger")
+
+
+def test_a_kill_in_a_burst_loses_nothing_and_builds_nothing_twice(jenkins, pagure, make_config, consumer, broker):
+    """A message is acknowledged only once the state store recorded it: SIGKILL
+    in the middle of a burst of 200 PRs, start again: 200 builds, none twice."""
+    jenkins.queue_delay = 600  # builds wait in the queue: a trigger sent again merges, as in Jenkins
+    config = make_config(jenkins, pagure)
+    prs = [pagure.add_pr("pungi", branch_from=f"burst-{i}") for i in range(200)]
+    proc = consumer(config)
+    for pr in prs[:50]:
+        publish_envelope(broker, messages.pr_new(pr))
+    wait_until(lambda: len(jenkins.triggers) >= 40, 60, "the burst under way")
+    # The store stops taking writes (another process holds its lock, as a full
+    # disk would): what the broker gives from now on is not recorded...
+    locker = sqlite3.connect(Path(config["poormanci.state_dir"]) / "poormanci.sqlite3", isolation_level=None,
+                             timeout=30)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        for pr in prs[50:]:
+            publish_envelope(broker, messages.pr_new(pr))
+        proc.wait_for_log("the state store")
+        # ... and the process dies.
+        os.killpg(proc.proc.pid, signal.SIGKILL)
+        proc.proc.wait(10)
+    finally:
+        locker.rollback()
+        locker.close()
+    proc.start()  # the same queue and state_dir
+
+    def builds() -> dict:
+        counts: dict = {}
+        for t in jenkins.triggers:
+            if not t.merged:  # a trigger sent again after the kill merges into its queue item
+                counts[t.params["BRANCH"]] = counts.get(t.params["BRANCH"], 0) + 1
+        return counts
+    wait_until(lambda: len(builds()) == 200, 120, "a build of every PR")
+    assert set(builds().values()) == {1}
 
 
 def test_a_bad_consumer_config_exits_with_the_problems(jenkins, pagure, make_config, consumer):
@@ -338,7 +377,7 @@ def test_callback_halts_and_requeues_when_the_core_is_gone(jenkins, pagure, make
     from poormanci.amqp import Consumer
 
     class BrokenCore:
-        def handle(self, topic, envelope):
+        def handle_recorded(self, topic, envelope):
             raise RuntimeError("poormanci is stopped")
 
         def close(self, timeout):
@@ -356,7 +395,7 @@ def test_callback_drops_a_message_on_any_other_error(jenkins, pagure, make_confi
     from poormanci.amqp import Consumer
 
     class BuggyCore:
-        def handle(self, topic, envelope):
+        def handle_recorded(self, topic, envelope):
             raise TypeError("a bug")
 
         def close(self, timeout):

@@ -358,6 +358,7 @@ def test_replay_with_a_bad_config_says_so(run, tmp_path):
 def test_replay_keeps_a_failed_trigger_pending_and_status_shows_it(run, tmp_path, pagure):
     # The fixture's author is a committer of pungi on this Pagure: trusted, so built.
     pagure.add_project("pungi", commit=["lsedlar"])
+    pagure.add_pr("pungi", 235, author="lsedlar", branch_from="lorax-dir")  # as the fixture tells it
     jenkins_down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     state = tmp_path / "state"
     config = poormanci_config(state, jenkins_down)

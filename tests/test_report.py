@@ -148,10 +148,13 @@ def test_pagure_errors_are_one_clear_line(case, jenkins, pagure, make_config, hu
         expected = (r"WARNING poormanci .*flag of run \d+ .*refused by Pagure: .*401 EINVALIDTOK: the Pagure token is "
                     r"invalid or lacks the pull_request_flag ACL.*kept until the token works")
     else:
-        pr = dict(pr, id=404)  # a PR Pagure does not know
-        expected = r"flag of run \d+ .*failed for good: .*404.*pull request"
+        pr = dict(pr, id=404)  # a PR Pagure does not know: read before building, not built
+        expected = r"WARNING poormanci .*pungi#404: not built: Pagure did not show it: .*404.*pull request"
     hub = hub_factory(config)
     hub.publish(messages.pr_new(pr))
     hub.wait_for_log(expected)
     assert hub.alive()
     assert "NOT-THE-TOKEN-42" not in hub.log_text()
+    # One line for it; the start-up token check's own lines name a config key (tests/test_pagure.py).
+    problems = re.compile(r"(ERROR|WARNING) poormanci \[[^]]*\] (?!poormanci\.)")
+    assert len([line for line in hub.log_text().splitlines() if problems.search(line)]) == 1

@@ -27,7 +27,9 @@ def bot_comments(pagure, pr_id):
 
 
 def test_untrusted_pr_waits_for_ok_to_test(setup, jenkins, pagure, wait_until):
-    hub = setup()
+    # The approval carries over to later pushes; the default, "commit", is
+    # tested in test_attacks.py.
+    hub = setup(approve="pull-request")
     pr = pagure.add_pr("pungi", 30, author="mallory")
     hub.publish(messages.pr_new(pr))
     # Held: a pending flag and one comment that says how to go on; no build.

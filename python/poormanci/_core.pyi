@@ -73,6 +73,11 @@ class Core:
         own threads. ``envelope`` is the fedmsg envelope ``{"msg", "msg_id", ...}``
         (any value is accepted: bad input is logged and dropped, never raised)."""
 
+    def handle_recorded(self, topic: str, envelope: Any) -> None:
+        """Like ``handle``, but return only once the state store has recorded
+        the message (at once for one poormanci does not use), so that the
+        caller may acknowledge it. Raises RuntimeError if poormanci stops first."""
+
     def explain(self, topic: str, envelope: Any) -> list[str]:
         """What ``handle`` would decide for this message, one line per decision,
         without doing anything (for ``poormanci replay --dry-run``)."""

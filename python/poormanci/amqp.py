@@ -71,7 +71,9 @@ class Consumer:
         topic = message.topic
         envelope = {"topic": topic, "msg": message.body, "msg_id": message.id}
         try:
-            core.handle(topic, envelope)
+            # Returns once the state store has recorded it: only then is the
+            # message acknowledged, so a crash loses nothing the broker gave.
+            core.handle_recorded(topic, envelope)
         except RuntimeError as e:
             # The engine is gone: nothing more can be handled in this process.
             log.error("msg %s %s: returned to the queue, stopping: %s", message.id, topic, e)

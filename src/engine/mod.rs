@@ -37,9 +37,22 @@ const MAX_IN_FLIGHT: usize = 256;
 const BATCH: usize = 512;
 /// Follows have no retry deadline of their own: the queue and build timeouts end them.
 const NEVER: f64 = 1e15;
+/// Messages kept in memory at most while the store cannot record them.
+const MAX_UNRECORDED: usize = 10_000;
+
+/// A message the store could not record yet, kept to be tried again.
+struct Unrecorded {
+    msg: Message,
+    recorded: Option<Sender<()>>,
+    since: f64,
+}
 
 pub enum Input {
     Message(Message),
+    /// A message whose sender waits until the store has recorded it (the
+    /// AMQP callback acknowledges it then): `recorded` gets `()` after the
+    /// commit, or is dropped if poormanci stops first.
+    Record { msg: Message, recorded: Sender<()> },
     Done { task: i64, result: TaskResult },
     /// One look at Jenkins for many follows (`worker::poll`), and its cost in requests.
     Polled { results: Vec<(i64, TaskResult)>, requests: usize },
@@ -73,6 +86,14 @@ pub struct Engine {
     look_again: HashSet<i64>,
     /// Jobs already warned about for not defining COMMIT.
     warned_no_commit: HashSet<String>,
+    /// Runs cleared to go while handling the current input, with the people
+    /// who vouched for them: confirmed with Pagure together, one GET per PR.
+    to_confirm: Vec<(i64, Vec<String>)>,
+    /// Messages the store could not record (disk full, locked, read-only):
+    /// kept, oldest first, and tried again before newer ones.
+    unrecorded: std::collections::VecDeque<Unrecorded>,
+    /// The messages of the current batch, kept until its commit lands.
+    in_batch: Vec<Unrecorded>,
     /// Some work waits for a working Pagure token (401, 403).
     token_held: bool,
     /// (project, kind of task) Pagure refused, already said at WARNING.
@@ -81,7 +102,25 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: Arc<Config>, store: Store, peers: Option<Arc<Peers>>, rt: Handle, tx: SyncSender<Input>) -> Engine {
-        Engine { cfg, store, peers, rt, tx, in_flight: HashMap::new(), busy_keys: HashSet::new(), closing: None, last_prune: 0.0, poll_requests: 1, look_again: HashSet::new(), warned_no_commit: HashSet::new(), token_held: false, refused: HashSet::new() }
+        Engine {
+            cfg,
+            store,
+            peers,
+            rt,
+            tx,
+            in_flight: HashMap::new(),
+            busy_keys: HashSet::new(),
+            closing: None,
+            last_prune: 0.0,
+            poll_requests: 1,
+            look_again: HashSet::new(),
+            warned_no_commit: HashSet::new(),
+            to_confirm: Vec::new(),
+            unrecorded: Default::default(),
+            in_batch: Vec::new(),
+            token_held: false,
+            refused: HashSet::new(),
+        }
     }
 
     pub fn run(mut self, rx: Receiver<Input>) {
@@ -110,9 +149,25 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            let begun = self.store.begin();
-            if let Err(e) = &begun {
-                error!("state store: cannot start a transaction: {e}");
+            // Messages kept earlier go first: they waited longest.
+            let kept: Vec<Unrecorded> = self.unrecorded.drain(..).collect();
+            if let Err(e) = self.store.begin() {
+                let why = format!("cannot start a transaction: {e}");
+                web::metrics::heartbeat(Err(e.to_string()));
+                for u in kept {
+                    self.keep(u, &why);
+                }
+                self.cannot_record(batch, &why);
+                continue;
+            }
+            for u in kept {
+                let handled = catch_unwind(AssertUnwindSafe(|| {
+                    self.recorded_message(u);
+                    self.ask_pagure_to_confirm(now());
+                }));
+                if handled.is_err() {
+                    error!("internal error while handling a message; it was dropped (see the panic message above)");
+                }
             }
             for input in batch {
                 // A bug must cost one input, never the engine thread.
@@ -121,10 +176,28 @@ impl Engine {
                 }
             }
             let committed = self.store.commit();
-            if let Err(e) = &committed {
-                error!("state store: cannot commit: {e}");
+            web::metrics::heartbeat(committed.as_ref().map_err(|e| e.to_string()).copied());
+            match committed {
+                Ok(()) => {
+                    for u in self.in_batch.drain(..) {
+                        if u.since > 0.0 {
+                            info!("msg {} {}: recorded after waiting {:.0} s", u.msg.msg_id.as_deref().unwrap_or("-"), u.msg.topic, now() - u.since);
+                        }
+                        if let Some(recorded) = u.recorded {
+                            let _ = recorded.send(());
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = self.store.rollback();
+                    let kept: Vec<Unrecorded> = self.in_batch.drain(..).collect();
+                    let why = format!("cannot commit: {e}");
+                    for u in kept {
+                        self.keep(u, &why);
+                    }
+                    continue;
+                }
             }
-            web::metrics::heartbeat(begun.and(committed).map_err(|e| e.to_string()));
             if let Some(deadline) = self.closing {
                 if self.in_flight.is_empty() || Instant::now() >= deadline {
                     return;
@@ -145,8 +218,57 @@ impl Engine {
     }
 
     fn input(&mut self, input: Input) {
+        self.handle(input);
+        self.ask_pagure_to_confirm(now());
+    }
+
+    /// Handle a message, kept (with whoever waits for it) until the batch's
+    /// commit lands; kept for later if the store cannot record it.
+    fn recorded_message(&mut self, u: Unrecorded) {
+        let copy = u.msg.clone();
+        match self.message(u.msg) {
+            Ok(()) => self.in_batch.push(Unrecorded { msg: copy, ..u }),
+            Err(why) => self.keep(Unrecorded { msg: copy, ..u }, &why),
+        }
+    }
+
+    /// The store cannot take this batch at all: its messages wait in memory;
+    /// task answers are forgotten (their tasks are still recorded, and go again).
+    fn cannot_record(&mut self, batch: Vec<Input>, why: &str) {
+        for input in batch {
+            match input {
+                Input::Message(msg) => self.keep(Unrecorded { msg, recorded: None, since: 0.0 }, why),
+                Input::Record { msg, recorded } => self.keep(Unrecorded { msg, recorded: Some(recorded), since: 0.0 }, why),
+                Input::Done { task, .. } => {
+                    if let Some(Some(key)) = self.in_flight.remove(&task) {
+                        self.busy_keys.remove(&key);
+                    }
+                }
+                other => self.handle(other),
+            }
+        }
+        // Not a busy loop: a locked store already made begin() wait.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    /// Keep a message the store could not record, to try again; said once
+    /// per message, naming it.
+    fn keep(&mut self, mut u: Unrecorded, why: &str) {
+        let (id, topic) = (u.msg.msg_id.clone().unwrap_or_else(|| "-".into()), u.msg.topic.clone());
+        if self.unrecorded.len() >= MAX_UNRECORDED {
+            return error!("msg {id} {topic}: dropped: the state store {why}, and {MAX_UNRECORDED} messages already wait in memory");
+        }
+        if u.since == 0.0 {
+            warn!("msg {id} {topic}: waits in memory until the state store can record it: {why}");
+            u.since = now();
+        }
+        self.unrecorded.push_back(u);
+    }
+
+    fn handle(&mut self, input: Input) {
         match input {
-            Input::Message(msg) => self.message(msg),
+            Input::Message(msg) => self.recorded_message(Unrecorded { msg, recorded: None, since: 0.0 }),
+            Input::Record { msg, recorded } => self.recorded_message(Unrecorded { msg, recorded: Some(recorded), since: 0.0 }),
             Input::Done { task, result } => self.done(task, result),
             Input::Polled { results, requests } => {
                 self.poll_requests = requests;
@@ -221,6 +343,7 @@ impl Engine {
             | Work::Lookup { .. }
             | Work::CheckHeadThenReport { .. }
             | Work::Trust { .. }
+            | Work::Confirm { .. }
             | Work::CloseStaleFlag { .. } => return None,
         };
         Some(format!("{class}:{}#{}:{}", run.project, run.pr, run.job))

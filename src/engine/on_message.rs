@@ -11,7 +11,8 @@ use crate::web;
 use crate::work::{AfterTrust, Work};
 
 impl Engine {
-    pub(super) fn message(&mut self, msg: Message) {
+    /// Err: the store cannot record it (the caller keeps it for later).
+    pub(super) fn message(&mut self, msg: Message) -> Result<(), String> {
         let id = msg.msg_id.as_deref().unwrap_or("-");
         let t = now();
         if let Some(msg_id) = &msg.msg_id {
@@ -19,9 +20,10 @@ impl Engine {
                 Ok(true) => {}
                 Ok(false) => {
                     web::metrics::message_duplicate();
-                    return debug!("msg {id} {}: ignored: already handled (same msg_id)", msg.topic);
+                    debug!("msg {id} {}: ignored: already handled (same msg_id)", msg.topic);
+                    return Ok(());
                 }
-                Err(e) => return error!("msg {id} {}: dropped: state store: {e}", msg.topic),
+                Err(e) => return Err(format!("cannot record its msg_id: {e}")),
             }
         }
         let decision = policy::decide(&self.cfg, &msg, &self.store);
@@ -30,20 +32,30 @@ impl Engine {
         match decision {
             Decision::Ignore(why) => debug!("msg {id} {}: ignored: {why}", msg.topic),
             Decision::Refuse(why) => warn!("msg {id} {}: refused: {why}", msg.topic),
-            Decision::Trigger { runs, author } => self.start_runs(id, &msg.topic, runs, &author, t),
-            Decision::Commands { commands, user, spec } => self.commands(id, &msg.topic, commands, &user, spec, t),
+            Decision::Trigger { runs, author, pushers } => self.start_runs(id, &msg.topic, runs, &author, pushers, t),
+            Decision::Commands { commands, user, spec, ignored } => {
+                if ignored > 0 {
+                    debug!("msg {id} {}: {ignored} more command(s) from {user} ignored: one comment gives {} at most", msg.topic, policy::MAX_COMMANDS);
+                }
+                self.commands(id, &msg.topic, commands, &user, spec, t)
+            }
             Decision::BuildFinished { jobs, number } => self.build_finished(id, &msg.topic, &jobs, number),
         }
+        Ok(())
     }
 
-    /// New runs for a PR's commit: started when the author is trusted by the
+    /// New runs for a PR's commit: started when everyone who can push to it
+    /// (`pushers`: the author, the source fork's owner) is trusted by the
     /// config or the PR was approved; otherwise gated until Pagure (or a
     /// trusted person's `/ok-to-test`) says so.
-    fn start_runs(&mut self, id: &str, topic: &str, specs: Vec<RunSpec>, author: &str, t: f64) {
+    fn start_runs(&mut self, id: &str, topic: &str, specs: Vec<RunSpec>, author: &str, pushers: Vec<String>, t: f64) {
         let Some(first) = specs.first().cloned() else { return };
         let cfg = self.cfg.clone();
         let trust = cfg.trust(&first.project);
-        let go = policy::trusted_by_config(trust, author) || self.store.approved(&first.project, first.pr).unwrap_or(false);
+        let by_config = pushers.iter().all(|p| policy::trusted_by_config(trust, p));
+        let go = by_config || (policy::approval_carries_over(&cfg) && self.store.approved(&first.project, first.pr).unwrap_or(false));
+        // Pagure must confirm the people whose trust let the runs go.
+        let vouched = if by_config { pushers.clone() } else { Vec::new() };
         let mut anchor = None;
         for spec in specs {
             match self.store.add_run(&spec, if go { RunState::Triggering } else { RunState::Gated }, t) {
@@ -52,7 +64,7 @@ impl Engine {
                     info!("msg {id} {topic}: {verb} {} for {}#{} by {author} at {} (run {run})", spec.job, spec.project, spec.pr, policy::short(spec.commit.as_deref()));
                     web::history::reason(&self.store, run, &web::history::reason_of_topic(topic, author));
                     if go {
-                        self.trigger(run, t);
+                        self.trigger(run, &vouched);
                     } else {
                         self.supersede(run, t);
                     }
@@ -63,16 +75,39 @@ impl Engine {
         }
         match anchor {
             Some(run) if !go && policy::trust_needs_pagure(trust) => {
-                self.add_work(run, Work::Trust { user: author.to_string(), then: AfterTrust::Release }, t);
+                let fork_owner = pushers.get(1).cloned();
+                self.add_work(run, Work::Trust { user: author.to_string(), fork_owner, then: AfterTrust::Release }, t);
             }
             Some(_) if !go => self.hold(&first.project, first.pr, t),
             _ => {}
         }
     }
 
-    pub(super) fn trigger(&mut self, run: i64, t: f64) {
-        // Older builds are cancelled first: Jenkins would merge this trigger
-        // into an older one still waiting with the same parameters.
+    /// A run may go: once Pagure confirms what it builds (see
+    /// `ask_pagure_to_confirm`), it is triggered.
+    pub(super) fn trigger(&mut self, run: i64, vouched: &[String]) {
+        self.to_confirm.push((run, vouched.to_vec()));
+    }
+
+    /// One Pagure read for the runs of each PR cleared by the last input.
+    pub(super) fn ask_pagure_to_confirm(&mut self, t: f64) {
+        let mut groups: Vec<(String, u64, Vec<String>, Vec<i64>)> = Vec::new();
+        for (id, vouched) in std::mem::take(&mut self.to_confirm) {
+            let Ok(Some(run)) = self.store.run(id) else { continue };
+            match groups.iter_mut().find(|g| g.0 == run.project && g.1 == run.pr && g.2 == vouched) {
+                Some(g) => g.3.push(id),
+                None => groups.push((run.project.clone(), run.pr, vouched, vec![id])),
+            }
+        }
+        for (_, _, vouched, runs) in groups {
+            self.add_work(runs[0], Work::Confirm { runs: runs.clone(), vouched }, t);
+        }
+    }
+
+    /// Pagure confirmed the run: older builds are cancelled first (Jenkins
+    /// would merge this trigger into an older one still waiting with the
+    /// same parameters), then the trigger goes.
+    pub(super) fn trigger_now(&mut self, run: i64, t: f64) {
         self.supersede(run, t);
         self.add_work(run, Work::Trigger, t);
     }
@@ -105,12 +140,12 @@ impl Engine {
         }
     }
 
-    /// The latest gated run of each job of a PR may go.
-    pub(super) fn release(&mut self, project: &str, pr: u64, t: f64) {
+    /// The latest gated run of each job of a PR may go (`vouched`: see `Work::Confirm`).
+    pub(super) fn release(&mut self, project: &str, pr: u64, vouched: &[String]) {
         for run in self.latest_gated(project, pr) {
             if self.store.release(run.id).unwrap_or(false) {
                 info!("run {} ({} for {}#{}): approved, triggering", run.id, run.job, run.project, run.pr);
-                self.trigger(run.id, t);
+                self.trigger(run.id, vouched);
             }
         }
     }
@@ -166,7 +201,7 @@ impl Engine {
             }
         }
         let Some(anchor) = anchor else { return };
-        self.add_work(anchor, Work::Trust { user: user.to_string(), then: AfterTrust::Commands { commands, spec } }, t);
+        self.add_work(anchor, Work::Trust { user: user.to_string(), fork_owner: None, then: AfterTrust::Commands { commands, spec } }, t);
     }
 
     /// A trusted person's commands.
@@ -174,9 +209,22 @@ impl Engine {
         for command in commands {
             match policy::effect(&self.cfg, &spec.project, &spec.target_branch, command) {
                 Effect::Approve => {
-                    info!("{}#{}: approved by {user}", spec.project, spec.pr);
+                    info!("{}#{}: {user} approved it at {}", spec.project, spec.pr, policy::short(spec.commit.as_deref()));
                     let _ = self.store.approve(&spec.project, spec.pr, user, t);
-                    self.release(&spec.project, spec.pr, t);
+                    let gated = self.latest_gated(&spec.project, spec.pr);
+                    let (go, stay): (Vec<Run>, Vec<Run>) = gated.into_iter().partition(|r| policy::approves(&self.cfg, spec.commit.as_deref(), r.commit.as_deref()));
+                    if let Some(r) = stay.first() {
+                        info!(
+                            "{}#{}: {user} approved {}, not {}: it stays waiting for {}",
+                            spec.project, spec.pr, policy::short(spec.commit.as_deref()), policy::short(r.commit.as_deref()), self.cfg.commands.ok_to_test
+                        );
+                    }
+                    for run in go {
+                        if self.store.release(run.id).unwrap_or(false) {
+                            info!("run {} ({} for {}#{}): approved, triggering", run.id, run.job, run.project, run.pr);
+                            self.trigger(run.id, &[]);
+                        }
+                    }
                 }
                 Effect::Build(jobs) => {
                     let why = match command {
@@ -203,7 +251,7 @@ impl Engine {
             Ok(run) => {
                 info!("{}#{}: {user} asked: trigger {} at {} (run {run})", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
                 web::history::reason(&self.store, run, why);
-                self.trigger(run, t);
+                self.trigger(run, &[]);
             }
             Err(e) => error!("cannot record a run of {} for {}#{}: {e}", spec.job, spec.project, spec.pr),
         }
@@ -222,7 +270,8 @@ impl Engine {
         if !known.is_empty() {
             return;
         }
-        let waiting = self.store.open_runs(&names, None).unwrap_or_default();
+        // A gated run was never triggered: no build can be its.
+        let waiting: Vec<Run> = self.store.open_runs(&names, None).unwrap_or_default().into_iter().filter(|r| r.state != RunState::Gated).collect();
         if waiting.is_empty() {
             return debug!("msg {id} {topic}: ignored: no run of {} is waiting for a build; not one of poormanci's", names.join(", "));
         }
@@ -255,7 +304,7 @@ impl Engine {
         match policy::decide(&self.cfg, msg, &self.store) {
             Decision::Ignore(why) => vec![format!("ignore: {why}")],
             Decision::Refuse(why) => vec![format!("refuse: {why}")],
-            Decision::Trigger { runs, author } => runs
+            Decision::Trigger { runs, author, .. } => runs
                 .iter()
                 .map(|s| {
                     let extra: String = self.cfg.job(&s.project, &s.job).into_iter().flat_map(|j| &j.parameters).map(|(k, v)| format!(" {k}={v}")).collect();
@@ -271,7 +320,7 @@ impl Engine {
                     )
                 })
                 .collect(),
-            Decision::Commands { commands, user, spec } => {
+            Decision::Commands { commands, user, spec, .. } => {
                 vec![format!("commands {commands:?} from {user} on {}#{}, if {user} is trusted", spec.project, spec.pr)]
             }
             Decision::BuildFinished { jobs, number } => {

@@ -5,6 +5,7 @@ use crate::http::PeerError;
 use crate::jenkins::{BuildInfo, QueueState};
 use crate::policy::{self, GivenUp, Head, Outcome};
 use crate::store::{Run, RunState, Task};
+use crate::pagure::PullRequest;
 use crate::web;
 use crate::work::{AfterTrust, Peer, Work};
 use crate::worker::TaskResult;
@@ -93,6 +94,11 @@ impl Engine {
                 let _ = self.store.delete_task(id);
                 self.trust_answer(&task, &run, trusted, t);
             }
+            TaskResult::PullRequest(pr) => {
+                self.token_works(t);
+                let _ = self.store.delete_task(id);
+                self.confirmed(&task.work, Ok(&pr), t);
+            }
             TaskResult::Head(head) => {
                 self.token_works(t);
                 let _ = self.store.delete_task(id);
@@ -129,11 +135,14 @@ impl Engine {
     }
 
     fn trust_answer(&mut self, task: &Task, run: &Run, trusted: bool, t: f64) {
-        let Work::Trust { user, then } = &task.work else {
+        let Work::Trust { user, fork_owner, then } = &task.work else {
             return error!("run {}: a trust answer for a {} task", run.id, task.work.kind());
         };
         match then {
-            AfterTrust::Release if trusted => self.release(&run.project, run.pr, t),
+            AfterTrust::Release if trusted => {
+                let vouched: Vec<String> = std::iter::once(user).chain(fork_owner).cloned().collect();
+                self.release(&run.project, run.pr, &vouched)
+            }
             AfterTrust::Release => self.hold(&run.project, run.pr, t),
             AfterTrust::Commands { commands, spec } if trusted => self.obey(commands, user, spec, t),
             AfterTrust::Commands { commands, .. } => {
@@ -161,9 +170,7 @@ impl Engine {
     /// What the build says about the run once over; a job without COMMIT
     /// is warned about once.
     fn verdict(&mut self, run: &Run, info: &BuildInfo) -> Option<Outcome> {
-        let cause = policy::cause(&run.pr_url, run.id);
-        let sent = self.sent_parameters(run, &cause);
-        let sent: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let sent = policy::trigger_parameters(self.cfg.job(&run.project, &run.job), run.id, &run.spec);
         let (outcome, how) = policy::verdict(&run.job, &sent, info)?;
         if how == Some(policy::BuiltAsAsked::WithoutCommit) && self.warned_no_commit.insert(run.job.clone()) {
             warn!(
@@ -172,18 +179,6 @@ impl Engine {
             );
         }
         Some(outcome)
-    }
-
-    /// The parameters the run's trigger sent (the same as worker's trigger).
-    pub(super) fn sent_parameters(&self, run: &Run, cause: &str) -> Vec<(String, String)> {
-        let mut sent: Vec<(String, String)> = crate::jenkins::trigger_parameters(cause, &run.repo, &run.source_branch, &run.target_branch, run.commit.as_deref())
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if let Some(job) = self.cfg.job(&run.project, &run.job) {
-            sent.extend(job.parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        sent
     }
 
     fn poll_again(&mut self, task: &Task, t: f64) {
@@ -229,22 +224,20 @@ impl Engine {
         }
     }
 
-    /// A build found from a bus message: it is ours only if its note names
-    /// a run of this job still waiting to learn its build number.
+    /// A build found from a bus message: it is ours only if it is the
+    /// build of a triggered run of this job (see `policy::owns_build`).
     fn looked_up(&mut self, asked: &Run, info: BuildInfo, t: f64) {
         let note = info.note.as_deref().unwrap_or_default();
-        let run = policy::run_in_note(note)
-            .and_then(|id| self.store.run(id).ok().flatten())
-            .filter(|r| r.job == asked.job && r.state != RunState::Done && r.build.is_none_or(|b| b == info.number))
-            .filter(|r| {
-                let cause = policy::cause(&r.pr_url, r.id);
-                let sent = self.sent_parameters(r, &cause);
-                let sent: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                policy::identify(&info, r.queue_id, &cause, &sent).is_some()
-            });
-        let Some(run) = run else {
+        let Some(run) = policy::run_in_note(note).and_then(|id| self.store.run(id).ok().flatten()).filter(|r| r.job == asked.job) else {
             return debug!("build #{} of {}: not triggered by poormanci (cause {:?}); ignored", info.number, asked.job, info.note);
         };
+        let Some(job) = self.cfg.job(&run.project, &run.job) else {
+            return debug!("build #{} of {}: job no longer configured; ignored", info.number, run.job);
+        };
+        let claimed = policy::Claimed { run: run.id, spec: &run.spec, state: run.state, queue_id: run.queue_id, build: run.build };
+        if let Err(why) = policy::owns_build(Some(job), claimed, &info) {
+            return debug!("build #{} of {}: not run {}'s build ({why}); ignored", info.number, run.job, run.id);
+        }
         let _ = self.store.set_started(run.id, info.number, &info.url, t);
         match self.verdict(&run, &info) {
             Some(outcome) => self.finish(&run, outcome, t),
@@ -252,12 +245,59 @@ impl Engine {
         }
     }
 
+    /// Pagure's answer on a PR whose runs wait to be triggered: each goes
+    /// with what Pagure says it builds, or ends unbuilt and unreported.
+    fn confirmed(&mut self, work: &Work, answer: Result<&PullRequest, &str>, t: f64) {
+        let Work::Confirm { runs, vouched } = work else {
+            return error!("a pull request answer for a {} task", work.kind());
+        };
+        let mut said = false;
+        for &id in runs {
+            let Ok(Some(run)) = self.store.run(id) else { continue };
+            if run.state != RunState::Triggering {
+                continue; // superseded meanwhile
+            }
+            let confirmed = match answer {
+                Ok(pr) => policy::confirm(&self.cfg, &run.spec, vouched, pr),
+                Err(why) => Err(format!("Pagure did not show it: {why}")),
+            };
+            match confirmed {
+                Ok(c) => {
+                    if c.repo != run.repo || c.source_branch != run.source_branch {
+                        warn!(
+                            "run {} ({} for {}#{}): the message said {} {} at {}, Pagure says {} {} at {}: building what Pagure says",
+                            run.id, run.job, run.project, run.pr, run.repo, run.source_branch, policy::short(run.commit.as_deref()),
+                            c.repo, c.source_branch, policy::short(c.commit.as_deref())
+                        );
+                    }
+                    if c.repo != run.repo || c.source_branch != run.source_branch || c.commit != run.commit {
+                        // (A message without a commit, from an older Pagure, gets Pagure's head.)
+                        let _ = self.store.set_source(run.id, &c.repo, &c.source_branch, c.commit.as_deref());
+                    }
+                    self.trigger_now(run.id, t);
+                }
+                Err(why) => {
+                    if !said {
+                        warn!("{}#{}: not built: {why}", run.project, run.pr);
+                        said = true;
+                    }
+                    let _ = self.store.finish(run.id, &serde_json::json!({"not_built": why}), t);
+                }
+            }
+        }
+    }
+
     fn give_up(&mut self, task: &Task, run: &Run, what: &str, why: &str, t: f64) {
-        error!("{what} failed for good: {why}");
-        match policy::given_up(&task.work, why) {
+        let given_up = policy::given_up(&task.work, why);
+        if given_up != GivenUp::NotBuilt {
+            // (A PR Pagure did not show gets its own WARNING line.)
+            error!("{what} failed for good: {why}");
+        }
+        match given_up {
             GivenUp::Finish(outcome) => self.finish(run, outcome, t),
             GivenUp::NotTrusted => self.trust_answer(task, run, false, t),
             GivenUp::ReportAsIs => self.report(run, &task.work, None),
+            GivenUp::NotBuilt => self.confirmed(&task.work, Err(why), t),
             GivenUp::Drop => {}
         }
     }

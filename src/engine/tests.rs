@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::event::parse;
 use crate::http::PeerError;
 use crate::jenkins::{BuildInfo, BuildResult, Parameter, QueueItem, QueueState};
-use crate::pagure::FlagStatus;
+use crate::pagure::{FlagStatus, PullRequest};
 use crate::policy::Outcome;
 use crate::store::{RunState, Store};
 use crate::testing::fixture;
@@ -57,8 +57,15 @@ impl Test {
         pr["id"] = id.into();
         pr["commit_stop"] = commit.into();
         pr["user"]["name"] = author.into();
+        pr["repo_from"]["user"]["name"] = author.into();
         pr["branch"] = target.into();
         self.send(&format!("io.pagure.prod.pagure.pull-request.{action}"), v);
+    }
+
+    /// Pagure answers the confirm task hung on `run`.
+    fn confirm(&mut self, run: i64, answer: PullRequest) {
+        let (task, _) = self.task(run, "confirm");
+        self.answer(task, TaskResult::PullRequest(Box::new(answer)));
     }
 
     /// A person's comment on PR `id` (at `commit`, into `target`).
@@ -110,12 +117,22 @@ impl Test {
     }
 }
 
+/// PR 235 as Pagure's API shows it: `author`'s fork, branch lorax-dir.
+fn pagure_pr(author: &str, commit: &str, target: &str) -> PullRequest {
+    serde_json::from_value(json!({
+        "status": "Open", "commit_stop": commit, "user": {"name": author},
+        "repo_from": {"fullname": format!("forks/{author}/pungi"), "user": {"name": author}},
+        "branch_from": "lorax-dir", "branch": target,
+    }))
+    .unwrap()
+}
+
 /// Build `number` of run `run`, as Jenkins shows it: with the parameters
 /// the run sent; over once it has a result.
 fn build(t: &Test, run: i64, number: u64, result: Option<BuildResult>) -> BuildInfo {
     let run = t.engine.store.run(run).unwrap().unwrap();
-    let cause = crate::policy::cause(&run.pr_url, run.id);
-    let parameters = t.engine.sent_parameters(&run, &cause).into_iter().filter(|(k, _)| k != "cause");
+    let mut sent = crate::policy::trigger_parameters(t.engine.cfg.job(&run.project, &run.job), run.id, &run.spec);
+    let (_, cause) = sent.remove(0);
     BuildInfo {
         number,
         url: format!("https://jenkins.example.org/job/pungi-pr/{number}/"),
@@ -124,7 +141,7 @@ fn build(t: &Test, run: i64, number: u64, result: Option<BuildResult>) -> BuildI
         result,
         note: Some(cause),
         causes: vec![],
-        parameters: parameters.map(|(name, value)| Parameter { name, value: Some(value) }).collect(),
+        parameters: sent.into_iter().map(|(name, value)| Parameter { name, value: Some(value) }).collect(),
         timestamp_ms: None,
         duration_ms: None,
         estimated_duration_ms: None,
@@ -136,7 +153,9 @@ fn a_trusted_authors_pr_is_triggered_followed_and_reported_once() {
     let mut t = Test::new(config(json!({})));
     t.pr("new", 235, "lsedlar", A, "master");
     assert_eq!(t.jobs_of_runs(235), ["pungi-pr", "pungi-docs"]);
-    assert_eq!((t.state(1), t.kinds(1)), (RunState::Triggering, vec!["trigger"]));
+    assert_eq!((t.state(1), t.kinds(1), t.kinds(2)), (RunState::Triggering, vec!["confirm"], vec![]), "one read of the PR for both runs");
+    t.confirm(1, pagure_pr("lsedlar", A, "master"));
+    assert_eq!((t.state(1), t.kinds(1), t.kinds(2)), (RunState::Triggering, vec!["trigger"], vec!["trigger"]));
 
     let (trigger, _) = t.task(1, "trigger");
     t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
@@ -176,11 +195,13 @@ fn a_trusted_authors_pr_is_triggered_followed_and_reported_once() {
 fn a_push_builds_once_and_supersedes_the_older_build() {
     let mut t = Test::new(config(json!({})));
     t.pr("new", 235, "lsedlar", A, "master");
+    t.confirm(1, pagure_pr("lsedlar", A, "master"));
     let (trigger, _) = t.task(1, "trigger");
     t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
     // The push is announced twice (topic and notification comment).
     t.pr("updated", 235, "lsedlar", B, "master");
     t.pr("rebased", 235, "lsedlar", B, "master");
+    t.confirm(3, pagure_pr("lsedlar", B, "master"));
     assert_eq!(t.jobs_of_runs(235), ["pungi-pr", "pungi-docs"], "one new run per job, the older ones ended");
     assert_eq!(t.state(1), RunState::Done);
     assert_eq!(t.state(2), RunState::Done);
@@ -198,7 +219,7 @@ fn an_untrusted_author_waits_for_pagure_then_for_ok_to_test() {
     t.pr("new", 300, "mallory", A, "master");
     assert_eq!((t.state(1), t.state(2)), (RunState::Gated, RunState::Gated));
     let (trust, work) = t.task(1, "trust");
-    assert_eq!(work, Work::Trust { user: "mallory".into(), then: AfterTrust::Release });
+    assert_eq!(work, Work::Trust { user: "mallory".into(), fork_owner: None, then: AfterTrust::Release });
     // Pagure does not answer in time: not knowing is not trusting.
     t.answer(trust, TaskResult::Failed(PeerError::Fatal("GET /api/0/pungi: 500".into())));
     assert!(matches!(t.task(1, "flag").1, Work::Flag(ref f) if f.text.contains("/ok-to-test")));
@@ -206,6 +227,7 @@ fn an_untrusted_author_waits_for_pagure_then_for_ok_to_test() {
     // Trusted by config: /ok-to-test releases the gated runs.
     t.comment(300, "lsedlar", "/ok-to-test", A, "master");
     assert_eq!((t.state(1), t.state(2)), (RunState::Triggering, RunState::Triggering));
+    t.confirm(1, pagure_pr("mallory", A, "master"));
     assert!(t.kinds(1).contains(&"trigger"));
 }
 
@@ -217,6 +239,7 @@ fn commands_from_someone_unknown_wait_for_pagure() {
     let (trust, work) = t.task(1, "trust");
     assert!(matches!(work, Work::Trust { then: AfterTrust::Commands { .. }, .. }), "{work:?}");
     t.answer(trust, TaskResult::Trust(true));
+    t.confirm(3, pagure_pr("lsedlar", A, "master"));
     let triggered: Vec<_> = t.tasks().into_iter().filter(|(_, _, w)| *w == Work::Trigger).collect();
     assert_eq!(triggered.len(), 2);
 }
@@ -225,6 +248,7 @@ fn commands_from_someone_unknown_wait_for_pagure() {
 fn a_refused_trigger_is_reported_as_an_error() {
     let mut t = Test::new(config(json!({})));
     t.pr("new", 235, "lsedlar", A, "master");
+    t.confirm(1, pagure_pr("lsedlar", A, "master"));
     let (trigger, _) = t.task(1, "trigger");
     t.answer(trigger, TaskResult::Failed(PeerError::Fatal("POST /job/pungi-pr/buildWithParameters: 403".into())));
     assert_eq!(t.state(1), RunState::Done);
@@ -236,6 +260,7 @@ fn a_refused_trigger_is_reported_as_an_error() {
 fn a_failed_request_is_retried_with_the_same_work() {
     let mut t = Test::new(config(json!({})));
     t.pr("new", 235, "lsedlar", A, "master");
+    t.confirm(1, pagure_pr("lsedlar", A, "master"));
     let (trigger, _) = t.task(1, "trigger");
     t.answer(trigger, TaskResult::Failed(PeerError::Retry("503".into())));
     let task = t.engine.store.task(trigger).unwrap().unwrap();
@@ -258,15 +283,71 @@ fn branch_filters_choose_the_jobs() {
     assert_eq!(t.jobs_of_runs(2), ["pungi-docs"]);
     t.comment(2, "lsedlar", "/retest", B, "f410");
     t.comment(2, "lsedlar", "/test pungi-pr", B, "f410");
-    assert_eq!(t.jobs_of_runs(2), ["pungi-docs"], "/retest and /test honour the filter");
+    assert!(t.jobs_of_runs(2).iter().all(|j| j == "pungi-docs"), "/retest and /test honour the filter");
     t.comment(1, "lsedlar", "/test pungi-pr", B, "f41");
     assert_eq!(t.jobs_of_runs(1).last().map(String::as_str), Some("pungi-pr"));
+}
+
+/// Issue 12, 2: what a message claims is checked with Pagure before a build.
+#[test]
+fn pagure_says_what_builds() {
+    let mut t = Test::new(config(json!({})));
+    // Pagure does not know the PR: nothing built, nothing reported.
+    t.pr("new", 500, "lsedlar", A, "master");
+    let (confirm, _) = t.task(1, "confirm");
+    t.answer(confirm, TaskResult::Failed(PeerError::Fatal("GET /api/0/pungi/pull-request/500: 404 ENOREQ".into())));
+    assert_eq!((t.state(1), t.state(2), t.kinds(1), t.kinds(2)), (RunState::Done, RunState::Done, vec![], vec![]));
+    // Closed on Pagure, whatever the message said.
+    t.pr("new", 501, "lsedlar", A, "master");
+    t.confirm(3, PullRequest { status: "Merged".into(), ..pagure_pr("lsedlar", A, "master") });
+    assert_eq!((t.state(3), t.kinds(3)), (RunState::Done, vec![]));
+    // The message names a trusted author; Pagure says someone else wrote it.
+    t.pr("new", 502, "lsedlar", A, "master");
+    t.confirm(5, pagure_pr("mallory", A, "master"));
+    assert_eq!((t.state(5), t.kinds(5)), (RunState::Done, vec![]));
+    // The message names another repository: Pagure's is built.
+    t.pr("new", 503, "lsedlar", A, "master");
+    t.confirm(7, PullRequest { source_branch: Some("real".into()), ..pagure_pr("lsedlar", A, "master") });
+    let run = t.engine.store.run(7).unwrap().unwrap();
+    assert_eq!((run.repo.as_str(), run.source_branch.as_str()), ("https://pagure.io/forks/lsedlar/pungi.git", "real"));
+    assert_eq!(t.kinds(7), ["trigger"]);
+    // Pagure's head has moved on: that push's own message builds it.
+    t.pr("new", 504, "lsedlar", A, "master");
+    t.confirm(9, pagure_pr("lsedlar", B, "master"));
+    assert_eq!((t.state(9), t.kinds(9)), (RunState::Done, vec![]));
+}
+
+/// Issue 12, 6: a trusted author's PR from an untrusted person's fork waits,
+/// and Pagure is asked about both.
+#[test]
+fn the_fork_owner_must_be_trusted_too() {
+    let mut t = Test::new(config(json!({})));
+    let mut v = fixture("prod2016.pagure.pull-request.new.pungi-235");
+    v["msg"]["pullrequest"]["repo_from"]["user"]["name"] = "mallory".into();
+    t.send("io.pagure.prod.pagure.pull-request.new", v);
+    assert_eq!(t.state(1), RunState::Gated);
+    let (_, work) = t.task(1, "trust");
+    assert_eq!(work, Work::Trust { user: "lsedlar".into(), fork_owner: Some("mallory".into()), then: AfterTrust::Release });
+}
+
+/// Issue 12, 1: a build's bus message does not make a gated run look up its cause.
+#[test]
+fn a_gated_run_owns_no_build() {
+    let mut t = Test::new(config(json!({})));
+    t.pr("new", 300, "mallory", A, "master");
+    assert_eq!(t.state(1), RunState::Gated);
+    let mut v = fixture("jenkins.build.passed.1");
+    v["msg"]["project"] = "pungi-pr".into();
+    v["msg"]["build"] = 5.into();
+    t.send("org.fedoraproject.prod.jenkins.build.passed", v);
+    assert!(!t.kinds(1).contains(&"lookup"), "{:?}", t.kinds(1));
 }
 
 #[test]
 fn reports_refused_for_the_token_are_kept_and_woken_when_pagure_takes_a_request() {
     let mut t = Test::new(config(json!({"poormanci.pagure": {"url": "https://pagure.io", "token": "t", "token_retry": 600}})));
     t.pr("new", 235, "lsedlar", A, "master");
+    t.confirm(1, pagure_pr("lsedlar", A, "master"));
     let (trigger, _) = t.task(1, "trigger");
     t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
     let (flag, _) = t.task(1, "flag");
@@ -291,9 +372,11 @@ fn reports_refused_for_the_token_are_kept_and_woken_when_pagure_takes_a_request(
 fn a_superseded_run_closes_its_pending_flag_on_its_own_commit() {
     let mut t = Test::new(config(json!({})));
     t.pr("new", 235, "lsedlar", A, "master");
+    t.confirm(1, pagure_pr("lsedlar", A, "master"));
     let (trigger, _) = t.task(1, "trigger");
     t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
     t.pr("updated", 235, "lsedlar", B, "master");
+    t.confirm(3, pagure_pr("lsedlar", B, "master"));
     let (_, close) = t.task(1, "close_stale_flag");
     let Work::CloseStaleFlag { commit, flag } = close else { unreachable!() };
     assert_eq!((commit.as_str(), flag.status, flag.text.as_str()), (A, FlagStatus::Canceled, "Superseded by commit bbbbbbbb"));

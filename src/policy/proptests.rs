@@ -257,7 +257,7 @@ proptest! {
     fn runs_are_safe_to_hand_to_git(g in gen()) {
         let cfg = config();
         match decide(&cfg, &g.message(), &Built::default()) {
-            Decision::Trigger { runs, author } => {
+            Decision::Trigger { runs, author, .. } => {
                 prop_assert_eq!(author.as_str(), g.author);
                 let jobs: Vec<&str> = runs.iter().map(|r| r.job.as_str()).collect();
                 let configured: Vec<&str> = cfg.projects[&g.path()].iter().map(|j| j.job.as_str()).collect();

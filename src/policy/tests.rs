@@ -133,8 +133,8 @@ fn own_echoes_are_ignored() {
 fn commands_are_whole_lines() {
     let cfg = config();
     let text = "LGTM\n/ok-to-test\r\n  /retest  \n/test pungi-docs\nplease run `/ok-to-test`\n/retesting";
-    assert_eq!(parse_commands(&cfg.commands, text), [Command::OkToTest, Command::Retest, Command::Test("pungi-docs".into())]);
-    assert!(parse_commands(&cfg.commands, &approval_notice(&cfg)).is_empty());
+    assert_eq!(parse_commands(&cfg.commands, text).0, [Command::OkToTest, Command::Retest, Command::Test("pungi-docs".into())]);
+    assert!(parse_commands(&cfg.commands, &approval_notice(&cfg)).0.is_empty());
     let d = decide_fixture("prod2016.pagure.pull-request.comment.added.human.pagure-843", |v| {
         v["msg"]["pullrequest"]["project"]["name"] = "pungi".into();
         let c = v["msg"]["pullrequest"]["comments"].as_array_mut().unwrap().last_mut().unwrap();

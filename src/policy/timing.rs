@@ -48,6 +48,9 @@ pub enum GivenUp {
     ReportAsIs,
     /// Nothing more to do (a flag, comment or cancel is lost; logged).
     Drop,
+    /// Pagure did not confirm the PR (unknown, or no answer): its runs are
+    /// not built.
+    NotBuilt,
 }
 
 pub fn given_up(work: &Work, why: &str) -> GivenUp {
@@ -55,19 +58,21 @@ pub fn given_up(work: &Work, why: &str) -> GivenUp {
         Work::Trigger => GivenUp::Finish(Outcome::TriggerFailed { why: why.to_string() }),
         Work::Follow { .. } => GivenUp::Finish(Outcome::Lost { why: why.to_string() }),
         Work::Trust { .. } => GivenUp::NotTrusted,
+        Work::Confirm { .. } => GivenUp::NotBuilt,
         Work::CheckHeadThenReport { .. } => GivenUp::ReportAsIs,
         Work::Cancel | Work::Flag(_) | Work::Comment { .. } | Work::Lookup { .. } | Work::CloseStaleFlag { .. } => GivenUp::Drop,
     }
 }
 
 /// Whether work Pagure refused for authorization (401, 403) is kept until
-/// the token works: the reports and the questions they hang on. A bad or
+/// the token works: the reports and the questions they hang on (a build
+/// waits on Pagure's `Confirm` too). A bad or
 /// expired token is fixed by a person, often days later; a result dropped
 /// meanwhile is lost for good. Closing an old commit's stale flag is a
 /// nicety that needs an ACL poormanci does not require: not kept.
 pub fn waits_for_token(work: &Work) -> bool {
     match work {
-        Work::Flag(_) | Work::Comment { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } => true,
+        Work::Flag(_) | Work::Comment { .. } | Work::CheckHeadThenReport { .. } | Work::Trust { .. } | Work::Confirm { .. } => true,
         Work::Trigger | Work::Cancel | Work::Follow { .. } | Work::Lookup { .. } | Work::CloseStaleFlag { .. } => false,
     }
 }

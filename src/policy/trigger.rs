@@ -4,6 +4,7 @@
 use super::commands::{parse_commands, Command};
 use crate::config::{Config, JobConfig};
 use crate::event::{Event, Message, PrStatus, PullRequest, Source};
+use crate::pagure;
 use crate::work::RunState;
 use super::report::short;
 
@@ -36,11 +37,13 @@ pub enum Decision {
     Ignore(String),
     /// Nothing to do, and someone should know (logged at WARNING).
     Refuse(String),
-    /// Build these, if `author` is trusted or the PR approved.
-    Trigger { runs: Vec<RunSpec>, author: String },
+    /// Build these, if everyone in `pushers` (the author and the source
+    /// fork's owner) is trusted, or the PR approved.
+    Trigger { runs: Vec<RunSpec>, author: String, pushers: Vec<String> },
     /// Commands in a person's comment, to obey if `user` is trusted.
     /// `spec` is the PR at its current commit (its `job` left empty).
-    Commands { commands: Vec<Command>, user: String, spec: RunSpec },
+    /// `ignored`: commands past the most one comment may give.
+    Commands { commands: Vec<Command>, user: String, spec: RunSpec, ignored: usize },
     /// Jenkins says build `number` of one of these (project, job) ended.
     BuildFinished { jobs: Vec<(String, String)>, number: u64 },
 }
@@ -68,9 +71,9 @@ pub fn decide(cfg: &Config, msg: &Message, history: &impl History) -> Decision {
             if pr.target_is_fork {
                 return Decision::Ignore(format!("{}#{} targets a fork", pr.project, pr.id));
             }
-            let commands = match (&e.action[..], &pr.last_comment) {
+            let (commands, ignored) = match (&e.action[..], &pr.last_comment) {
                 ("comment.added", Some(c)) if !c.notification => parse_commands(&cfg.commands, c.text.as_deref().unwrap_or("")),
-                _ => Vec::new(),
+                _ => (Vec::new(), 0),
             };
             if commands.is_empty() {
                 if let Err(why) = wants_build(&e.action, pr, own) {
@@ -86,7 +89,7 @@ pub fn decide(cfg: &Config, msg: &Message, history: &impl History) -> Decision {
             };
             if !commands.is_empty() {
                 let user = pr.last_comment.as_ref().and_then(|c| c.user.clone()).or_else(|| e.agent.clone()).unwrap_or_default();
-                return Decision::Commands { commands, user, spec };
+                return Decision::Commands { commands, user, spec, ignored };
             }
             let jobs = jobs_for(cfg, &pr.project, &spec.target_branch);
             if jobs.is_empty() {
@@ -100,7 +103,7 @@ pub fn decide(cfg: &Config, msg: &Message, history: &impl History) -> Decision {
             if runs.is_empty() {
                 Decision::Ignore(format!("{}#{} at {} is already built", pr.project, pr.id, short(pr.commit.as_deref())))
             } else {
-                Decision::Trigger { runs, author: pr.author.clone() }
+                Decision::Trigger { runs, author: pr.author.clone(), pushers: pushers(&pr.author, &pr.source) }
             }
         }
     }
@@ -204,6 +207,77 @@ fn valid_remote(url: &str) -> bool {
     !url.starts_with('-')
         && !url.chars().any(|c| c.is_control() || c.is_whitespace())
         && url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "https" | "http" | "git") && u.host_str().is_some() && u.as_str() == url)
+}
+
+/// Whose trust a PR's code needs: its author, and the owner of the fork it
+/// comes from, who can push to it at any time (a trusted author's PR from
+/// an untrusted person's fork waits).
+pub fn pushers(author: &str, source: &Source) -> Vec<String> {
+    match source {
+        Source::Fork { user } if user != author => vec![author.to_string(), user.clone()],
+        Source::Fork { .. } | Source::SameProject | Source::Remote { .. } => vec![author.to_string()],
+    }
+}
+
+/// What Pagure's API says a run builds, where the bus message only claimed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmed {
+    pub repo: String,
+    pub source_branch: String,
+    pub commit: Option<String>,
+}
+
+/// Pagure's word on a PR before poormanci builds it. A bus message says
+/// *that* something happened; anyone who can publish on the bus can forge
+/// one. So the source repository, branch and head commit are taken from
+/// Pagure's answer, a PR that is not open is not built, and when the runs go
+/// because their author and fork owner are trusted (`vouched`, as the
+/// message named them), Pagure must name the same people.
+pub fn confirm(cfg: &Config, claimed: &RunSpec, vouched: &[String], answer: &pagure::PullRequest) -> Result<Confirmed, String> {
+    if answer.status != "Open" {
+        return Err(format!("Pagure says it is {}", answer.status));
+    }
+    let author = answer.author.as_ref().map(|u| u.name.clone()).ok_or("Pagure names no author")?;
+    let source = match (&answer.source_repo, &answer.remote_git) {
+        (Some(repo), _) if repo.fullname == claimed.project => Source::SameProject,
+        (Some(repo), _) => match repo.fullname.strip_prefix("forks/").and_then(|rest| rest.split_once('/')) {
+            Some((user, path)) if path == claimed.project => Source::Fork { user: user.to_string() },
+            _ => return Err(format!("Pagure says it comes from {:?}, not a fork of {}", repo.fullname, claimed.project)),
+        },
+        (None, Some(url)) => Source::Remote { url: url.clone() },
+        (None, None) => return Err("Pagure names no source repository".into()),
+    };
+    if !vouched.is_empty() {
+        let needed = pushers(&author, &source);
+        if let Some(other) = needed.iter().find(|p| !vouched.contains(p)) {
+            return Err(format!("Pagure says {other} can push to it, not only {}", vouched.join(" and ")));
+        }
+    }
+    let pr = PullRequest {
+        project: claimed.project.clone(),
+        target_is_fork: false,
+        id: claimed.pr,
+        status: PrStatus::Open,
+        target_branch: answer.target_branch.clone().ok_or("Pagure names no target branch")?,
+        source_branch: answer.source_branch.clone().ok_or("Pagure names no source branch")?,
+        commit: answer.head.clone(),
+        author,
+        source,
+        last_comment: None,
+        title: None, // only the status page reads it, from the message
+    };
+    let spec = run_spec(cfg, &pr)?;
+    if spec.target_branch != claimed.target_branch {
+        return Err(format!("Pagure says it merges into {}, not {}", spec.target_branch, claimed.target_branch));
+    }
+    let commit = match (&claimed.commit, &answer.head) {
+        // Built only at the commit the message (or the approver) saw: a newer
+        // push has its own message.
+        (Some(c), Some(head)) if c != head => return Err(format!("Pagure says its head is now {}, not {}", short(Some(head)), short(Some(c)))),
+        (Some(c), _) => Some(c.clone()),
+        (None, head) => head.clone(),
+    };
+    Ok(Confirmed { repo: spec.repo, source_branch: spec.source_branch, commit })
 }
 
 fn run_spec(cfg: &Config, pr: &PullRequest) -> Result<RunSpec, String> {
