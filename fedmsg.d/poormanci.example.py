@@ -46,13 +46,21 @@ config = {
         # neither). Without them the job's trigger token alone is used.
         "user": None,
         "api_token": None,
+        # Where triggers go: "job" (default, /job/<job>/buildWithParameters)
+        # or "buildByToken" (the build-token-root plugin's route: the job
+        # token alone, for a Jenkins where anonymous has no Overall/Read).
+        # With buildByToken, following builds still needs a user and
+        # api_token with Overall/Read and Job/Read.
+        "trigger_route": "job",
         # Follow triggered builds by polling Jenkins (default True), so no bus
         # plugin is needed and a lost bus message loses no result. The bus
         # message, when it comes, only makes the follow look now.
         "follow": True,
-        # Polling interval: starts at poll_min, backs off to poll_max.
-        "poll_min": 5,
-        "poll_max": 60,
+        # A job with a build in flight is looked at every poll_interval
+        # seconds (one request for all its builds), within a ceiling of
+        # requests per second to Jenkins.
+        "poll_interval": 2,
+        "max_requests_per_second": 20,
         # A build still queued after queue_timeout, or still running after
         # build_timeout, is reported as an error (defaults 1 h and 6 h).
         "queue_timeout": 3600,

@@ -64,12 +64,29 @@ pub struct JenkinsConfig {
     /// HTTP basic auth (user, API token), when both are set.
     pub auth: Option<(String, Secret)>,
     pub follow: bool,
-    pub poll_min: Duration,
-    pub poll_max: Duration,
+    /// How often a job with a build in flight is looked at (one request
+    /// answers for all its builds).
+    pub poll_interval: Duration,
+    /// The ceiling on follow requests per second to Jenkins: with many
+    /// jobs in flight, each is looked at less often.
+    pub max_requests_per_second: f64,
     pub queue_timeout: Duration,
     pub build_timeout: Duration,
     /// Cancel a PR's queued or running builds when it gets a newer commit.
     pub cancel_superseded: bool,
+    /// Where triggers are posted.
+    pub trigger_route: TriggerRoute,
+}
+
+/// How poormanci asks Jenkins for a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerRoute {
+    /// `/job/<job>/buildWithParameters`: needs Overall/Read for whoever
+    /// posts (anonymous or the API user) and a CSRF crumb without an API token.
+    Job,
+    /// `/buildByToken/buildWithParameters?job=<job>` (build-token-root
+    /// plugin): the job token alone, no Overall/Read, no crumb.
+    BuildByToken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +247,7 @@ const ROOT_KEYS: &[&str] = &[
 const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
 const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user", "token_retry", "acl_refresh"];
 const JENKINS_KEYS: &[&str] =
-    &["user", "api_token", "follow", "poll_min", "poll_max", "queue_timeout", "build_timeout", "cancel_superseded"];
+    &["user", "api_token", "follow", "poll_interval", "max_requests_per_second", "queue_timeout", "build_timeout", "cancel_superseded"];
 const COMMAND_KEYS: &[&str] = &["ok_to_test", "retest", "test"];
 const PROJECT_KEYS: &[&str] = &["jobs", "trusted"];
 const JOB_KEYS: &[&str] = &["job", "token", "display_name", "branches", "parameters"];
@@ -269,14 +286,16 @@ impl Checker {
             }
         };
         let follow = c.opt_bool("poormanci.jenkins", &jenkins, "follow", true);
-        let poll_min = c.duration("poormanci.jenkins", &jenkins, "poll_min", 5.0);
-        let poll_max = c.duration("poormanci.jenkins", &jenkins, "poll_max", 60.0);
-        if poll_max < poll_min {
-            c.problem("poormanci.jenkins.poll_max: must not be less than poll_min");
-        }
+        let poll_interval = c.duration("poormanci.jenkins", &jenkins, "poll_interval", 2.0);
+        let max_requests_per_second = c.duration("poormanci.jenkins", &jenkins, "max_requests_per_second", 20.0).as_secs_f64();
         let queue_timeout = c.duration("poormanci.jenkins", &jenkins, "queue_timeout", 3600.0);
         let build_timeout = c.duration("poormanci.jenkins", &jenkins, "build_timeout", 21600.0);
         let cancel_superseded = c.opt_bool("poormanci.jenkins", &jenkins, "cancel_superseded", true);
+        let trigger_route = match c.opt_str("poormanci.jenkins", &jenkins, "trigger_route").as_deref() {
+            None | Some("job") => TriggerRoute::Job,
+            Some("buildByToken") => TriggerRoute::BuildByToken,
+            Some(_) => c.wrong("poormanci.jenkins.trigger_route", "\"job\" or \"buildByToken\"").unwrap_or(TriggerRoute::Job),
+        };
 
         let trusted = c.trust("poormanci.trusted", root.get("poormanci.trusted"), &Trust::default());
         let (projects, project_trust) = c.projects(root.get("poormanci.projects"), &trusted);
@@ -325,11 +344,12 @@ impl Checker {
                 peer: jenkins_peer.unwrap(),
                 auth,
                 follow,
-                poll_min,
-                poll_max,
+                poll_interval,
+                max_requests_per_second,
                 queue_timeout,
                 build_timeout,
                 cancel_superseded,
+                trigger_route,
             },
             projects,
             trusted,
@@ -674,6 +694,7 @@ mod tests {
         assert_eq!(c.jenkins.peer.topic, DEFAULT_JENKINS_TOPIC);
         assert_eq!(c.pagure.flag_name, "Jenkins");
         assert!(c.pagure.comment && c.jenkins.follow);
+        assert_eq!(c.jenkins.trigger_route, TriggerRoute::Job);
         assert_eq!(c.projects["rpms/python-foo"][0].display_name, "folder");
         assert_eq!(c.topics(), ["io.pagure.prod.pagure.pull-request.", "org.fedoraproject.prod.jenkins.build."]);
     }
@@ -707,6 +728,20 @@ mod tests {
                 "poormanci.pagure.url: has credentials in it; put the API token in poormanci.pagure.token",
                 "poormanci.jenkins.url: has credentials in it; put the user in poormanci.jenkins.user and the API token in poormanci.jenkins.api_token",
             ]
+        );
+    }
+
+    #[test]
+    fn trigger_route() {
+        let mut v = good();
+        v["poormanci.jenkins"]["trigger_route"] = json!("buildByToken");
+        assert_eq!(Config::from_value(&v).unwrap().jenkins.trigger_route, TriggerRoute::BuildByToken);
+        v["poormanci.jenkins"]["trigger_route"] = json!("job");
+        assert_eq!(Config::from_value(&v).unwrap().jenkins.trigger_route, TriggerRoute::Job);
+        v["poormanci.jenkins"]["trigger_route"] = json!("buildbytoken");
+        assert_eq!(
+            Config::from_value(&v).unwrap_err(),
+            ["poormanci.jenkins.trigger_route: expected \"job\" or \"buildByToken\""]
         );
     }
 

@@ -504,6 +504,21 @@ impl Store {
         rows.collect()
     }
 
+    /// Every task of this kind, oldest first.
+    pub fn tasks_of_kind(&self, kind: &str) -> Result<Vec<Task>> {
+        let mut stmt = self.db.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE kind = ?1 ORDER BY id"))?;
+        let rows = stmt.query_map([kind], task_from)?;
+        rows.collect()
+    }
+
+    /// Other unfinished runs of `job` that Jenkins gave this queue item
+    /// (a trigger merged into an identical waiting one).
+    pub fn open_runs_sharing(&self, job: &str, queue_id: u64, except: i64) -> Result<Vec<i64>> {
+        let mut stmt = self.db.prepare_cached("SELECT id FROM runs WHERE job = ?1 AND queue_id = ?2 AND id != ?3 AND state != 'done' ORDER BY id")?;
+        let rows = stmt.query_map(params![job, queue_id, except], |r| r.get(0))?;
+        rows.collect()
+    }
+
     pub fn set_work(&self, task: i64, work: &Work) -> Result<()> {
         self.db.execute("UPDATE tasks SET payload = ?2 WHERE id = ?1", params![task, work.payload().to_string()])?;
         Ok(())

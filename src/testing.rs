@@ -8,7 +8,7 @@ pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"
 pub fn config() -> Config {
     Config::from_value(&json!({
         "poormanci.pagure": {"url": "https://pagure.io", "token": "PAGURE-SECRET", "user": "cibot"},
-        "poormanci.jenkins": {"url": "https://jenkins.example.org", "poll_min": 1, "poll_max": 8},
+        "poormanci.jenkins": {"url": "https://jenkins.example.org", "poll_interval": 1},
         "poormanci.projects": {
             "pungi": [{"job": "pungi-pr", "token": "BEEFCAFE"}, {"job": "pungi-docs", "token": "D0C5"}],
             "rpms/python-foo": [{"job": "folder/python-foo", "token": "F00"}],

@@ -1,7 +1,7 @@
 //! Runs one task's requests on the tokio runtime and says what came back.
 //! The engine decides what the answer means; nothing here touches state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,8 @@ pub enum TaskResult {
     Triggered(Option<QueueItem>),
     Queue(QueueState),
     Build(BuildInfo),
+    /// A queued run's build, found in its job's list by queue item.
+    Found(BuildInfo),
     /// The PR's current tip, from Pagure.
     Head(Option<String>),
     /// Whether the task's user is trusted.
@@ -126,16 +128,7 @@ pub enum TaskResult {
 /// Take a run's build out of Jenkins: out of the queue while it waits,
 /// stopped once it runs (the item may have started since we last looked).
 async fn cancel(jenkins: &Jenkins, run: &Run) -> Result<(), PeerError> {
-    let number = match (run.build, run.queue_id) {
-        (Some(n), _) => n,
-        (None, Some(q)) => match jenkins.queue_item(q).await? {
-            QueueState::Waiting { .. } => return jenkins.cancel_queue_item(q).await,
-            QueueState::Started { number, .. } => number,
-            QueueState::Cancelled | QueueState::Gone => return Ok(()),
-        },
-        (None, None) => return Ok(()),
-    };
-    jenkins.stop_build(&run.job, number).await
+    jenkins.withdraw(&run.job, run.build, run.queue_id).await.map(|_| ())
 }
 
 pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) -> TaskResult {
@@ -149,15 +142,12 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
             let Some(job) = cfg.job(&run.project, &run.job) else {
                 return TaskResult::Failed(PeerError::Fatal(format!("job {} is no longer configured for {}", run.job, run.project)));
             };
-            let sent = policy::trigger_parameters(job, run.id, &run.spec);
+            let sent = policy::trigger_parameters(Some(job), run.id, &run.spec);
             let params: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            peers.jenkins.trigger(&run.job, &job.token, &params).await.map(TaskResult::Triggered)
+            peers.jenkins.trigger(&run.job, &job.token, &params).await.map(TaskResult::Triggered).map_err(PeerError::from)
         }
-        Work::Follow { .. } => match (run.build, run.queue_id) {
-            (Some(n), _) => peers.jenkins.build(&run.job, n).await.map(TaskResult::Build),
-            (None, Some(q)) => peers.jenkins.queue_item(q).await.map(TaskResult::Queue),
-            (None, None) => Err(PeerError::Fatal("Jenkins gave no queue item to follow".into())),
-        },
+        // Follows go out together, per job: see `poll`.
+        Work::Follow { .. } => Err(PeerError::Retry("a follow is polled with its job".into())),
         Work::Lookup { number } => peers.jenkins.build(&run.job, *number).await.map(TaskResult::Build),
         Work::Cancel => cancel(&peers.jenkins, &run).await.map(|_| TaskResult::Sent),
         Work::Flag(flag) => {
@@ -189,4 +179,94 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
         Work::CheckHeadThenReport { .. } => peers.pagure.pull_request(&run.project, run.pr).await.map(|pr| TaskResult::Head(pr.head)),
     };
     result.unwrap_or_else(TaskResult::Failed)
+}
+
+/// How many of a job's latest builds one look reads: enough to hold every
+/// build poormanci follows of that job, and a forgotten queue item's build.
+pub const RECENT_BUILDS: u32 = 50;
+
+/// One look at Jenkins for many followed runs: the queue once (when a run
+/// is still waiting) and each job's recent builds once, however many of
+/// its builds are followed. Says for each task what its run's build or
+/// queue item shows, and how many requests that took.
+pub async fn poll(peers: Arc<Peers>, follows: Vec<(i64, Run)>) -> (Vec<(i64, TaskResult)>, usize) {
+    let Ok(_slot) = peers.jenkins_slots.acquire().await else {
+        let retry = || TaskResult::Failed(PeerError::Retry("shutting down".into()));
+        return (follows.iter().map(|(id, _)| (*id, retry())).collect(), 0);
+    };
+    let jenkins = &peers.jenkins;
+    let mut requests = 0;
+    // The queue first: an item that leaves it after this shows in its job's builds.
+    let queue = if follows.iter().any(|(_, r)| r.build.is_none()) {
+        requests += 1;
+        Some(jenkins.queue_items().await)
+    } else {
+        None
+    };
+    let waiting = |q: u64| match &queue {
+        Some(Ok(items)) => items.iter().find(|i| i.id == q).map(|i| i.state.clone()),
+        _ => None,
+    };
+    let jobs: BTreeSet<String> = follows
+        .iter()
+        .filter(|(_, r)| r.build.is_some() || r.queue_id.is_some_and(|q| waiting(q).is_none()))
+        .map(|(_, r)| r.job.clone())
+        .collect();
+    let mut lists = tokio::task::JoinSet::new();
+    for job in jobs {
+        let jenkins = jenkins.clone();
+        lists.spawn(async move {
+            let builds = jenkins.job_builds(&job, RECENT_BUILDS).await;
+            (job, builds)
+        });
+    }
+    requests += lists.len();
+    let mut builds = HashMap::new();
+    while let Some(joined) = lists.join_next().await {
+        if let Ok((job, answer)) = joined {
+            builds.insert(job, answer);
+        }
+    }
+    let mut results = Vec::with_capacity(follows.len());
+    for (id, run) in follows {
+        let listed = builds.get(&run.job);
+        let result = match (run.build, run.queue_id) {
+            (Some(n), _) => match listed {
+                Some(Ok(list)) => match list.iter().find(|b| b.number == n) {
+                    Some(b) => Ok(TaskResult::Build(b.clone())),
+                    // Older than the list reaches: asked alone.
+                    None => {
+                        requests += 1;
+                        jenkins.build(&run.job, n).await.map(TaskResult::Build)
+                    }
+                },
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(PeerError::Retry(format!("the builds of {} were not read", run.job))),
+            },
+            (None, Some(q)) => match (&queue, waiting(q), listed) {
+                (Some(Err(e)), _, _) => Err(e.clone()),
+                (_, Some(state), _) => Ok(TaskResult::Queue(state)),
+                (_, None, Some(Err(e))) => Err(e.clone()),
+                (_, None, Some(Ok(list))) => match policy::build_of_queue_item(list, q) {
+                    Some(b) => Ok(TaskResult::Found(b.clone())),
+                    None => {
+                        // Neither waiting nor among the builds: cancelled,
+                        // just starting, or forgotten. The item says which.
+                        requests += 1;
+                        match jenkins.queue_item(q).await {
+                            Ok(QueueState::Started { number, .. }) => {
+                                requests += 1;
+                                jenkins.build(&run.job, number).await.map(TaskResult::Found)
+                            }
+                            other => other.map(TaskResult::Queue),
+                        }
+                    }
+                },
+                (_, None, None) => Err(PeerError::Retry(format!("the builds of {} were not read", run.job))),
+            },
+            (None, None) => Err(PeerError::Fatal("Jenkins gave no queue item to follow".into())),
+        };
+        results.push((id, result.unwrap_or_else(TaskResult::Failed)));
+    }
+    (results, requests)
 }

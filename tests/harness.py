@@ -72,7 +72,7 @@ def make_config(jenkins, pagure, /, state_dir, **overrides) -> dict:
         "poormanci.pagure": {"url": pagure.url, "token": pagure.token, "user": pagure.user,
                              "topic": pagure.prefix, "timeout": 5},
         "poormanci.jenkins": {"url": jenkins.url, "topic": "org.fedoraproject.prod.jenkins",
-                              "poll_min": 0.1, "poll_max": 0.5, "timeout": 5},
+                              "poll_interval": 0.2, "timeout": 5},
         "poormanci.projects": {
             "pungi": [{"job": "pungi-pr", "token": "BEEFCAFE"}],
             "rpms/python-foo": [{"job": "folder/python-foo", "token": "F00"}],

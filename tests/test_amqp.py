@@ -312,12 +312,12 @@ def test_a_kill_in_a_burst_loses_nothing_and_builds_nothing_twice(jenkins, pagur
 def test_a_bad_consumer_config_exits_with_the_problems(jenkins, pagure, make_config, consumer):
     config = make_config(jenkins, pagure)
     del config["poormanci.pagure"]["token"]
-    config["poormanci.jenkins"]["poll_min"] = "fast"
+    config["poormanci.jenkins"]["poll_interval"] = "fast"
     proc = consumer(config, declare=False)
     assert proc.proc.wait(60) == 78  # EX_CONFIG: not restarted by systemd
     log = proc.log()
     assert "poormanci.pagure.token: missing" in log
-    assert "poormanci.jenkins.poll_min" in log
+    assert "poormanci.jenkins.poll_interval" in log
     assert "poormanci is not started: 2 problem(s)" in log
     assert "Traceback" not in log
 

@@ -10,6 +10,7 @@ import pytest
 import messages
 from harness import decided
 from standins import FakeJenkins
+from standins.jenkins import DEFAULT_PARAMS
 
 JOBS = {"pungi-pr": "BEEFCAFE", "pungi-docs": "D0C5"}
 PROJECTS = {"pungi": [
@@ -21,6 +22,8 @@ PROJECTS = {"pungi": [
 @pytest.fixture
 def jenkins2():
     with FakeJenkins(JOBS) as server:
+        # The job defines PYTHON (else Jenkins drops it and the run is an error).
+        server.set_job("pungi-pr", params={**DEFAULT_PARAMS, "PYTHON": "3.11"})
         yield server
 
 
@@ -48,7 +51,7 @@ def test_a_job_builds_only_prs_into_its_branches_with_its_parameters(jenkins2, p
     by_job = {t.job: t for t in triggers_of(jenkins2, 1)}
     assert sorted(by_job) == ["pungi-docs", "pungi-pr"]
     assert by_job["pungi-pr"].params == {"REPO": f"{pagure.url}/forks/alice/pungi.git", "BRANCH": "fix",
-                                         "BRANCH_TO": "f41", "PYTHON": "3.12"}
+                                         "BRANCH_TO": "f41", "COMMIT": into_f41["commit_stop"], "PYTHON": "3.12"}
     assert "PYTHON" not in by_job["pungi-docs"].params
     # f4[0-9] matches the whole name: f410 is not one of pungi-pr's branches.
     assert [t.job for t in triggers_of(jenkins2, 2)] == ["pungi-docs"]

@@ -34,7 +34,7 @@ def poormanci_config(state_dir, jenkins_url="http://127.0.0.1:9", **overrides) -
         "poormanci.enabled": True,
         "poormanci.pagure": {"url": "https://pagure.io", "token": "PAGURE-TOKEN",
                              "topic": "io.pagure.prod.pagure", "timeout": 2},
-        "poormanci.jenkins": {"url": jenkins_url, "timeout": 2, "poll_min": 0.1, "poll_max": 0.5},
+        "poormanci.jenkins": {"url": jenkins_url, "timeout": 2, "poll_interval": 0.1},
         "poormanci.projects": {
             "pungi": [{"job": "pungi-pr", "token": "BEEFCAFE"}],
             "rpms/python-foo": [{"job": "folder/python-foo", "token": "F00", "display_name": "folder"}],
@@ -167,14 +167,14 @@ def test_check_config_warns_when_not_enabled(run, tmp_path):
 def test_check_config_reports_all_three_mistakes(run, tmp_path):
     config = poormanci_config(tmp_path / "state")
     del config["poormanci.pagure"]["token"]  # 1
-    config["poormanci.jenkins"]["poll_min"] = "fast"  # 2
+    config["poormanci.jenkins"]["poll_interval"] = "fast"  # 2
     config["poormanci.projects"]["pungi"] = [{"token": "BEEFCAFE"}]  # 3: no job
     r = run("check-config", "--offline", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
     assert r.returncode == 1
     problems = [line for line in r.stdout.splitlines() if line.startswith("poormanci.")]
     assert len(problems) == 3, problems
     assert problems[0].startswith("poormanci.pagure.token: missing")
-    assert problems[1].startswith("poormanci.jenkins.poll_min: ")
+    assert problems[1].startswith("poormanci.jenkins.poll_interval: ")
     assert problems[2].startswith("poormanci.projects['pungi'][0].job: missing")
     assert "3 problem(s)" in r.stdout
     assert "OK" not in r.stdout.splitlines()
@@ -240,6 +240,8 @@ def test_check_config_toml_warns_about_a_missing_binding(run, tmp_path):
 EXPECTED = {
     "constructed.jenkins.build_info.json": "error: not a bus message",
     "constructed.jenkins.queue_item.left.json": "error: not a bus message",
+    "constructed.jenkins.job_builds.json": "error: not a bus message",
+    "constructed.jenkins.queue.json": "error: not a bus message",
     "jenkins.build.start.1.json": "ignore: a build start is not a result",
     "prod2016.pagure.pull-request.new.pungi-235.json": "trigger pungi-pr for pungi#235",
     "prod2016.pagure.pull-request.closed.pungi-234.json": "ignore: pull-request.closed",

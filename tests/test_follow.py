@@ -1,9 +1,12 @@
 """Following our own builds: no Jenkins bus plugin needed, and the bus
 message, when it comes, only makes the answer arrive sooner."""
 
+import collections
+
 import requests
 
 import messages
+from standins import FakeJenkins
 
 
 def final_flags(pagure, project, pr_id):
@@ -63,7 +66,7 @@ def test_aborted_build_ends_canceled(jenkins, pagure, make_config, hub_factory, 
 def test_bus_message_and_follow_report_once(jenkins, pagure, make_config, hub_factory, wait_until):
     jenkins.build_time = 1.0
     pr = pagure.add_pr("pungi", 25)
-    hub = hub_factory(make_config(jenkins, pagure, jenkins={"poll_min": 0.5, "poll_max": 1}))
+    hub = hub_factory(make_config(jenkins, pagure, jenkins={"poll_interval": 0.5}))
     hub.publish(messages.pr_new(pr))
     wait_until(lambda: [b for b in jenkins.builds("pungi-pr") if not b["building"]], message="the build")
     done = jenkins.bus_message_for("pungi-pr", 1)
@@ -92,13 +95,36 @@ def test_restart_in_the_middle_of_a_build(jenkins, pagure, make_config, hub_fact
     assert len(jenkins.triggers) == 1 and len(bot_comments(pagure, "pungi", 27)) == 1
 
 
-def test_polling_stays_gentle(jenkins, pagure, make_config, hub_factory, wait_until):
-    """Following backs off: a 4 s build polled from 0.1 s up to 0.5 s costs a handful of requests."""
-    jenkins.build_time = 4.0
-    pr = pagure.add_pr("pungi", 28)
-    hub = hub_factory(make_config(jenkins, pagure))
-    hub.publish(messages.pr_new(pr))
-    wait_until(lambda: final_flags(pagure, "pungi", 28), timeout=20, message="the final flag")
-    polls = [r for r in jenkins.requests if r.method == "GET" and r.path.endswith("/api/json")]
-    # Without backoff, 4 s at 0.1 s would be 40 polls; with it about 12.
-    assert len(polls) <= 16, len(polls)
+def test_thirty_builds_of_three_jobs_are_followed_per_job(pagure, make_config, hub_factory, wait_until):
+    """No bus message: 30 builds of 3 jobs, all reported once. Jenkins is
+    asked per job, not per build: one job listing per job and per
+    poll_interval, whatever the number of its builds, and never one build."""
+    jobs = {"a-pr": "A", "b-pr": "B", "c-pr": "C"}
+    interval = 0.5
+    with FakeJenkins({**jobs, "idle-pr": "I"}) as jenkins:
+        jenkins.build_time = 3.0
+        projects = {"pungi": [{"job": job, "token": token} for job, token in jobs.items()],
+                    "idle": [{"job": "idle-pr", "token": "I"}]}
+        hub = hub_factory(make_config(jenkins, pagure, projects=projects, jenkins={"poll_interval": interval}))
+        prs = [pagure.add_pr("pungi", n) for n in range(1, 11)]
+        for pr in prs:
+            hub.publish(messages.pr_new(pr))
+        wait_until(lambda: all(len(final_flags(pagure, "pungi", n)) == 3 for n in range(1, 11)),
+                   timeout=60, message="30 final flags")
+        wait_until(lambda: sum(len(bot_comments(pagure, "pungi", n)) for n in range(1, 11)) == 30,
+                   message="30 comments")
+        # Once each: any second report would have come with the first ones.
+        finals = [h for h in pagure.flag_history if h["data"]["status"] != "pending"]
+        assert len(finals) == 30 and {len(bot_comments(pagure, "pungi", n)) for n in range(1, 11)} == {3}
+        assert len(jenkins.builds()) == 30
+        gets = [r for r in jenkins.requests if r.method == "GET"]
+        kinds = collections.Counter(r.extra.get("kind") for r in gets)
+        assert kinds["build"] == 0, kinds
+        # A job with nothing in flight is not looked at.
+        assert jenkins.request_counts("idle-pr") == collections.Counter()
+        for job in jobs:
+            times = [r.time for r in gets if r.extra.get("kind") == "job" and r.extra.get("job") == job]
+            # 10 builds of 3 s, followed per build, would be far more.
+            assert len(times) <= (times[-1] - times[0]) / interval + 3, (job, len(times))
+        queue = [r.time for r in gets if r.extra.get("kind") == "queue"]
+        assert len(queue) <= (queue[-1] - queue[0]) / interval + 3, len(queue)

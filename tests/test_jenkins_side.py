@@ -70,6 +70,7 @@ def test_job_parameters(job):
         "REPO": (string, ""),
         "BRANCH": (string, ""),
         "BRANCH_TO": (string, "master"),
+        "COMMIT": (string, ""),
     }
     assert all(desc for _, _, desc in params.values())
 
@@ -175,7 +176,7 @@ def repos(tmp_path, base_env):
     git(work, "checkout", "-q", "-b", "previous", env=author)
     git(work, "checkout", "-q", "master", env=author)
     return {"work": work, "served": served, "pr_tip": pr_tip, "master": master,
-            "stable": git(origin, "rev-parse", "stable", env=author)}
+            "stable": git(origin, "rev-parse", "stable", env=author), "author": author}
 
 
 @pytest.fixture
@@ -209,7 +210,7 @@ def daemon_url(repos, base_env, tmp_path):
 
 def run_script(work, env, **params):
     env = dict(env)
-    for name in ("REPO", "BRANCH", "BRANCH_TO"):
+    for name in ("REPO", "BRANCH", "BRANCH_TO", "COMMIT"):
         env.pop(name, None)
     env.update(params)
     return subprocess.run(["bash", str(SCRIPT)], cwd=work, env=env,
@@ -288,6 +289,13 @@ REFUSED = [
     {"REPO": "git://127.0.0.1/x\n--upload-pack=evil"},
     {"REPO": "https://example.org/a b"},
     {"REPO": "ssh://evil"},
+    {"COMMIT": "abc1234"},        # abbreviated: ambiguous
+    {"COMMIT": "HEAD"},
+    {"COMMIT": "--upload-pack=evil"},
+    {"COMMIT": "3F2A9C1E5B7D4E6F8A9B0C1D2E3F4A5B6C7D8E9F"},
+    {"COMMIT": "g" * 40},
+    {"COMMIT": "3f2a9c1e5b7d4e6f8a9b0c1d2e3f4a5b6c7d8e9f\n"},
+    {"COMMIT": "3f2a9c1e5b7d4e6f8a9b0c1d2e3f4a5b6c7d8e9f", "REPO": "", "BRANCH": ""},
     {"BRANCH": ""},               # REPO without BRANCH
     {"REPO": ""},                 # BRANCH without REPO
 ]
@@ -311,3 +319,58 @@ def test_refuses_bad_input(repos, daemon_url, base_env, tmp_path, bad):
     assert not (work / ".git" / "FETCH_HEAD").exists()
     assert git(work, "rev-parse", "HEAD") == before
     assert not (tmp_path / "EVIL_RAN").exists()
+
+
+# ------------------------------------------------ COMMIT: the commit poormanci decided on
+
+
+def test_commit_at_the_tip_is_merged(repos, daemon_url, base_env):
+    work = repos["work"]
+    r = run_script(work, base_env, REPO=daemon_url, BRANCH="fix-thing", COMMIT=repos["pr_tip"])
+    assert r.returncode == 0, r.stderr
+    assert git(work, "rev-parse", "HEAD^2") == repos["pr_tip"]
+    assert f"PR commit  {repos['pr_tip']}" in r.stdout
+
+
+def test_commit_behind_the_tip_is_merged_not_the_tip(repos, daemon_url, base_env):
+    # A push after poormanci decided: the build still tests the commit its
+    # flag names, not the newer tip.
+    work, fork = repos["work"], repos["served"] / "fork"
+    git(fork, "checkout", "-q", "fix-thing", env=repos["author"])
+    newer = commit(fork, "later.txt", "pushed later\n", repos["author"])
+    r = run_script(work, base_env, REPO=daemon_url, BRANCH="fix-thing", COMMIT=repos["pr_tip"])
+    assert r.returncode == 0, r.stderr
+    assert git(work, "rev-parse", "HEAD^2") == repos["pr_tip"]
+    assert not (work / "later.txt").exists()
+    assert (work / "fix.txt").read_text() == "fixed\n"
+    assert f"tip {newer}" in r.stdout
+    # Without COMMIT the tip is what gets built.
+    r = run_script(work, base_env, REPO=daemon_url, BRANCH="fix-thing")
+    assert r.returncode == 0, r.stderr
+    assert git(work, "rev-parse", "HEAD^2") == newer
+
+
+@pytest.mark.parametrize("which", ["other-branch", "target-branch", "rewritten-away", "unknown"])
+def test_commit_not_on_branch_is_refused(repos, daemon_url, base_env, which):
+    work, fork, author = repos["work"], repos["served"] / "fork", repos["author"]
+    if which == "other-branch":        # in the fork, on another branch
+        bad = git(fork, "rev-parse", "conflicting", env=author)
+    elif which == "target-branch":     # in the workspace already, not on the PR branch
+        bad = repos["master"]
+    elif which == "rewritten-away":    # the tip poormanci saw, then a force-push
+        bad = repos["pr_tip"]
+        git(fork, "checkout", "-q", "fix-thing", env=author)
+        git(fork, "reset", "-q", "--hard", "HEAD^", env=author)
+        commit(fork, "fix.txt", "fixed differently\n", author)
+        git(fork, "reflog", "expire", "--expire=now", "--all", env=author)
+        git(fork, "gc", "-q", "--prune=now", env=author)
+    else:
+        bad = "0123456789abcdef0123456789abcdef01234567"
+    before = git(work, "rev-parse", "HEAD")
+    r = run_script(work, base_env, REPO=daemon_url, BRANCH="fix-thing", COMMIT=bad)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.startswith(f"merge-pr: refused: COMMIT {bad} is not on BRANCH fix-thing (tip ")
+    assert r.stderr.count("\n") == 1
+    # Nothing merged or checked out.
+    assert git(work, "rev-parse", "HEAD") == before
+    assert not (work / ".git" / "MERGE_HEAD").exists()

@@ -17,7 +17,8 @@ def test_new_pr_triggers_the_job_with_its_parameters(jenkins, pagure, make_confi
     hub.publish(messages.pr_new(pr))
     (t,) = wait_until(lambda: jenkins.triggers, message="a trigger")
     assert t.job == "pungi-pr" and t.status == 201
-    assert t.params == {"REPO": f"{pagure.url}/forks/alice/pungi.git", "BRANCH": "fix-thing", "BRANCH_TO": "f29"}
+    assert t.params == {"REPO": f"{pagure.url}/forks/alice/pungi.git", "BRANCH": "fix-thing", "BRANCH_TO": "f29",
+                        "COMMIT": pr["commit_stop"]}
     assert t.cause.startswith(f"{pagure.url}/pungi/pull-request/235 ")
     # The job token travels in the form body, never in the URL.
     assert t.form["token"] == "BEEFCAFE" and "token" not in t.query
@@ -122,8 +123,8 @@ def test_wrong_token_and_unknown_job_are_reported_not_retried(jenkins, pagure, m
     hub = hub_factory(config)
     for env in list(pagure.outbox):
         hub.publish(env)
-    hub.wait_for_log(r"trigger of run \d+ \(pungi-pr .*failed for good: .*403")
-    hub.wait_for_log(r"trigger of run \d+ \(no-such-job .*failed for good: .*404.*no such job")
+    hub.wait_for_log(r"trigger of run \d+ \(pungi-pr .*failed for good: .*403.*Jenkins rejected the job token of pungi-pr")
+    hub.wait_for_log(r"trigger of run \d+ \(no-such-job .*failed for good: .*404.*no job no-such-job in Jenkins")
     # The PR says so instead of staying pending for ever.
     wait_until(lambda: [f for f in pagure.flags("pungi", 1) if f["status"] == "error"], message="an error flag")
     assert "Could not start a build" in pagure.flags("pungi", 1)[0]["comment"]
@@ -146,11 +147,11 @@ def test_a_slow_jenkins_does_not_hold_up_the_bus(jenkins, pagure, make_config, h
 def test_a_wrong_config_is_one_clear_line_and_the_hub_keeps_running(jenkins, pagure, make_config, hub_factory):
     config = make_config(jenkins, pagure)
     del config["poormanci.projects"]["pungi"][0]["token"]
-    config["poormanci.jenkins"]["poll_min"] = "soon"
+    config["poormanci.jenkins"]["poll_interval"] = "soon"
     hub = hub_factory(config, ready=False)
     line = hub.wait_for_log(r"ERROR poormanci .*poormanci is not started: .*").group(0)
     assert "poormanci.projects['pungi'][0].token: missing" in line
-    assert "poormanci.jenkins.poll_min: expected a positive number of seconds" in line
+    assert "poormanci.jenkins.poll_interval: expected a positive number of seconds" in line
     hub.wait_for_log(r"Running the MokshaHub reactor")
     assert hub.alive() and "Traceback" not in hub.log_text()
 

@@ -2,20 +2,27 @@
 # poormanci: merge a Pagure pull request onto its target branch before the
 # tests run. Jenkins has already checked out the project (remote "origin");
 # poormanci triggers the job with REPO (the PR's repository), BRANCH (its
-# branch) and BRANCH_TO (the target, default master).
+# branch), BRANCH_TO (the target, default master) and COMMIT (the PR's commit
+# poormanci decided to build, when it knows it).
 #
-# All three values come from whoever opened the PR, so they are checked
-# before git sees them, and every git call below puts them after `--` or
-# behind "refs/..." so none can be read as an option.
+# With COMMIT, exactly that commit is merged, not whatever BRANCH points at
+# when the job runs (a push in between would otherwise be tested under the
+# older commit's flag): it must be the tip of BRANCH or reachable from it.
+#
+# The values come from whoever opened the PR, so they are checked before git
+# sees them, and every git call below puts them after `--` or behind
+# "refs/..." so none can be read as an option.
 #
 # Exit: 0 merged (or nothing to merge), 1 the PR does not merge cleanly,
-# 2 refused input, other: a git step failed (unreachable repo, no such branch).
+# 2 refused input (or COMMIT not on BRANCH), other: a git step failed
+# (unreachable repo, no such branch).
 set -euo pipefail
 
 REPO="${REPO:-}"
 BRANCH="${BRANCH:-}"
 BRANCH_TO="${BRANCH_TO:-}"
 BRANCH_TO="${BRANCH_TO:-master}"
+COMMIT="${COMMIT:-}"
 
 refuse() {
     printf 'merge-pr: refused: %s\n' "$1" >&2
@@ -25,6 +32,7 @@ refuse() {
 # A normal branch build (push to master, manual build): test what Jenkins
 # checked out.
 if [ -z "$REPO" ] && [ -z "$BRANCH" ]; then
+    [ -z "$COMMIT" ] || refuse "COMMIT is set but REPO and BRANCH are empty"
     echo "merge-pr: no pull request given; testing $(git rev-parse HEAD) as checked out"
     exit 0
 fi
@@ -50,6 +58,10 @@ check_branch BRANCH_TO "$BRANCH_TO"
 url_re='^(https?|git)://[^[:space:][:cntrl:]]+$'
 [[ "$REPO" =~ $url_re ]] || refuse "REPO must be an https://, http:// or git:// URL"
 
+# A full object name (SHA-1 or SHA-256), nothing git could read otherwise.
+hash_re='^([0-9a-f]{40}|[0-9a-f]{64})$'
+[ -z "$COMMIT" ] || [[ "$COMMIT" =~ $hash_re ]] || refuse "COMMIT must be a full commit hash"
+
 # The merge commit needs an identity; a Jenkins agent often has none.
 # Only fill in what is missing, so a configured identity wins.
 ident=()
@@ -63,8 +75,15 @@ allow=(-c protocol.allow=never -c protocol.https.allow=always
 
 git remote remove proposed 2>/dev/null || true
 git remote add proposed -- "$REPO"
-git "${allow[@]}" fetch --no-tags proposed -- "refs/heads/$BRANCH"
-pr_tip="$(git rev-parse --verify 'FETCH_HEAD^{commit}')"
+git "${allow[@]}" fetch --quiet --no-tags proposed -- "+refs/heads/$BRANCH:refs/remotes/proposed/$BRANCH"
+branch_tip="$(git rev-parse --verify "refs/remotes/proposed/$BRANCH^{commit}")"
+pr_tip="$branch_tip"
+if [ -n "$COMMIT" ]; then
+    # Fails too when the commit was not fetched: BRANCH was rewritten since.
+    git merge-base --is-ancestor "$COMMIT" "$branch_tip" 2>/dev/null \
+        || refuse "COMMIT $COMMIT is not on BRANCH $BRANCH (tip $branch_tip): rewritten since the build was asked for?"
+    pr_tip="$COMMIT"
+fi
 
 git -c advice.detachedHead=false checkout --detach "refs/remotes/origin/$BRANCH_TO" --
 base="$(git rev-parse HEAD)"
@@ -76,6 +95,6 @@ if ! git "${ident[@]}" merge --no-ff --no-edit -m "Merge PR" \
     exit 1
 fi
 
-echo "merge-pr: PR tip     $pr_tip ($REPO $BRANCH)"
+echo "merge-pr: PR commit  $pr_tip ($REPO $BRANCH, tip $branch_tip)"
 echo "merge-pr: onto       $base (origin/$BRANCH_TO)"
 echo "merge-pr: under test $(git rev-parse HEAD)"

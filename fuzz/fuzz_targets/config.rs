@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     match Config::from_value(&v) {
         Ok(cfg) => {
             assert_eq!(cfg.topics().len(), 2);
-            assert!(cfg.jenkins.poll_min <= cfg.jenkins.poll_max);
+            assert!(cfg.jenkins.max_requests_per_second > 0.0);
             for (project, jobs) in &cfg.projects {
                 assert!(!jobs.is_empty(), "{project}: no jobs");
                 // A job listed twice would be triggered twice for one commit.

@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::runtime::Handle;
 
 use crate::config::Config;
+use crate::policy;
 use crate::event::Message;
 use crate::http::PeerError;
 use crate::pagure::Flag;
@@ -53,6 +54,8 @@ pub enum Input {
     /// commit, or is dropped if poormanci stops first.
     Record { msg: Message, recorded: Sender<()> },
     Done { task: i64, result: TaskResult },
+    /// One look at Jenkins for many follows (`worker::poll`), and its cost in requests.
+    Polled { results: Vec<(i64, TaskResult)>, requests: usize },
     Explain(Message, Sender<Vec<String>>),
     /// Answers true when no task is running or due.
     Idle(Sender<bool>),
@@ -77,6 +80,12 @@ pub struct Engine {
     busy_keys: HashSet<String>,
     closing: Option<Instant>,
     last_prune: f64,
+    /// Requests the last look at Jenkins took: the next is spaced by it.
+    poll_requests: usize,
+    /// Follows nudged by a bus message while their look was in flight.
+    look_again: HashSet<i64>,
+    /// Jobs already warned about for not defining COMMIT.
+    warned_no_commit: HashSet<String>,
     /// Runs cleared to go while handling the current input, with the people
     /// who vouched for them: confirmed with Pagure together, one GET per PR.
     to_confirm: Vec<(i64, Vec<String>)>,
@@ -103,6 +112,9 @@ impl Engine {
             busy_keys: HashSet::new(),
             closing: None,
             last_prune: 0.0,
+            poll_requests: 1,
+            look_again: HashSet::new(),
+            warned_no_commit: HashSet::new(),
             to_confirm: Vec::new(),
             unrecorded: Default::default(),
             in_batch: Vec::new(),
@@ -258,6 +270,15 @@ impl Engine {
             Input::Message(msg) => self.recorded_message(Unrecorded { msg, recorded: None, since: 0.0 }),
             Input::Record { msg, recorded } => self.recorded_message(Unrecorded { msg, recorded: Some(recorded), since: 0.0 }),
             Input::Done { task, result } => self.done(task, result),
+            Input::Polled { results, requests } => {
+                self.poll_requests = requests;
+                for (task, result) in results {
+                    self.done(task, result);
+                    if !matches!(self.store.task(task), Ok(Some(_))) {
+                        self.look_again.remove(&task);
+                    }
+                }
+            }
             Input::Explain(msg, reply) => {
                 let _ = reply.send(self.explain(&msg));
             }
@@ -337,6 +358,7 @@ impl Engine {
             Ok(due) => due,
             Err(e) => return error!("state store: cannot read due tasks: {e}"),
         };
+        let mut due_jobs = HashSet::new();
         for task in due {
             if self.in_flight.len() >= MAX_IN_FLIGHT {
                 break;
@@ -351,6 +373,14 @@ impl Engine {
                     continue;
                 }
             };
+            if matches!(task.work, Work::Follow { .. }) {
+                due_jobs.insert(run.job.clone());
+                continue;
+            }
+            if task.work == Work::Cancel && !self.may_withdraw(&run) {
+                let _ = self.store.delete_task(task.id);
+                continue;
+            }
             let key = Self::serial_key(&task, &run);
             if let Some(k) = &key {
                 if !self.busy_keys.insert(k.clone()) {
@@ -370,6 +400,63 @@ impl Engine {
                 let result = job.await.unwrap_or_else(|e| TaskResult::Failed(PeerError::Fatal(format!("internal error: {e}"))));
                 let _ = tx.send(Input::Done { task: id, result });
             });
+        }
+        if !due_jobs.is_empty() {
+            self.poll(peers, due_jobs);
+        }
+    }
+
+    /// Look at the jobs with a follow due, once each: every follow of those
+    /// jobs goes along (one request answers for all of a job's builds), and
+    /// so do jobs due a moment later, so that follows keep one rhythm and
+    /// the queue is read once for all of them.
+    fn poll(&mut self, peers: Arc<Peers>, mut due_jobs: HashSet<String>) {
+        let soon = now() + self.cfg.jenkins.poll_interval.as_secs_f64() / 4.0;
+        let mut pending = Vec::new();
+        for task in self.store.tasks_of_kind(Work::FOLLOW).unwrap_or_default() {
+            if self.in_flight.contains_key(&task.id) {
+                continue;
+            }
+            let Ok(Some(run)) = self.store.run(task.run) else { continue };
+            if task.due <= soon {
+                due_jobs.insert(run.job.clone());
+            }
+            pending.push((task.id, run));
+        }
+        let follows: Vec<(i64, Run)> = pending.into_iter().filter(|(_, run)| due_jobs.contains(&run.job)).collect();
+        for (id, _) in &follows {
+            self.in_flight.insert(*id, None);
+        }
+        let tx = self.tx.clone();
+        self.rt.spawn(async move {
+            let (results, requests) = worker::poll(peers, follows).await;
+            let _ = tx.send(Input::Polled { results, requests });
+        });
+    }
+
+    /// When a new follow first looks: with the others, when they look
+    /// within a poll interval, so that a job is read once for all its builds.
+    fn first_look(&self, t: f64) -> f64 {
+        let interval = self.cfg.jenkins.poll_interval.as_secs_f64();
+        let next = self.store.tasks_of_kind(Work::FOLLOW).unwrap_or_default().iter().map(|task| task.due).filter(|&due| due > t).fold(f64::MAX, f64::min);
+        if next <= t + interval {
+            next
+        } else {
+            t + interval
+        }
+    }
+
+    /// A cancel takes a queue item or build out of Jenkins: never one that
+    /// another open run shares (Jenkins merged its trigger into it).
+    fn may_withdraw(&self, run: &Run) -> bool {
+        let Some(q) = run.queue_id else { return true };
+        let sharing = self.store.open_runs_sharing(&run.job, q, run.id).unwrap_or_default();
+        match policy::withdraw(&sharing) {
+            policy::Withdraw::Go => true,
+            policy::Withdraw::Keep { for_run } => {
+                info!("run {} ({} for {}#{}): not cancelled in Jenkins: queue item {q} is also run {for_run}'s", run.id, run.job, run.project, run.pr);
+                false
+            }
         }
     }
 

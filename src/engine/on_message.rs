@@ -288,6 +288,11 @@ impl Engine {
         match self.store.tasks_of_run(run, Work::FOLLOW) {
             Ok(tasks) if !tasks.is_empty() => {
                 for task in tasks {
+                    if self.in_flight.contains_key(&task.id) {
+                        // Its look may have been answered before the end:
+                        // look again as soon as it is back.
+                        self.look_again.insert(task.id);
+                    }
                     let _ = self.store.set_due(task.id, t);
                 }
             }

@@ -71,25 +71,23 @@ impl Engine {
                 let page = web::public_pr_page(&self.cfg, &run.project, run.pr);
                 self.add_flag(&run, policy::pending_queued(&job_url, page.as_deref()));
                 if self.cfg.jenkins.follow {
-                    self.add_task(run.id, Work::Follow { polls: 0 }, t + self.cfg.jenkins.poll_min.as_secs_f64(), super::NEVER);
+                    let first = self.first_look(t);
+                    self.add_task(run.id, Work::Follow { polls: 0 }, first, super::NEVER);
                 }
             }
             TaskResult::Queue(state) => self.queue_state(&task, &run, state, t),
-            TaskResult::Build(info) => {
-                if matches!(task.work, Work::Lookup { .. }) {
-                    let _ = self.store.delete_task(id);
-                    self.looked_up(&run, info, t);
-                } else if let Some(result) = info.result {
-                    let _ = self.store.delete_task(id);
-                    let outcome = Outcome::Finished { number: info.number, url: info.url, result: result.as_str().to_string() };
-                    self.finish(&run, outcome, t);
-                } else if let Some(outcome) = policy::build_timed_out(&self.cfg, run.started.unwrap_or(t), t, info.number, &info.url) {
-                    let _ = self.store.delete_task(id);
-                    self.add_work(run.id, Work::Cancel, t);
-                    self.finish(&run, outcome, t);
-                } else {
-                    self.poll_again(&task, t);
+            TaskResult::Build(info) if matches!(task.work, Work::Lookup { .. }) => {
+                let _ = self.store.delete_task(id);
+                self.looked_up(&run, info, t);
+            }
+            TaskResult::Build(info) => self.build_state(&task, &run, info, t),
+            TaskResult::Found(info) => {
+                info!("run {} ({} for {}#{}): build #{} started (found by its queue item)", run.id, run.job, run.project, run.pr, info.number);
+                let _ = self.store.set_started(run.id, info.number, &info.url, t);
+                if info.final_result().is_none() {
+                    self.add_flag(&run, policy::pending_running(info.number, &info.url));
                 }
+                self.build_state(&task, &run, info, t);
             }
             TaskResult::Trust(trusted) => {
                 self.token_works(t);
@@ -154,12 +152,41 @@ impl Engine {
         }
     }
 
+    /// A followed build: over only once Jenkins says it is no longer
+    /// building (post-build steps may still change a result set before).
+    fn build_state(&mut self, task: &Task, run: &Run, info: BuildInfo, t: f64) {
+        if let Some(outcome) = self.verdict(run, &info) {
+            let _ = self.store.delete_task(task.id);
+            self.finish(run, outcome, t);
+        } else if let Some(outcome) = policy::build_timed_out(&self.cfg, run.started.unwrap_or(t), t, info.number, &info.url) {
+            let _ = self.store.delete_task(task.id);
+            self.add_work(run.id, Work::Cancel, t);
+            self.finish(run, outcome, t);
+        } else {
+            self.poll_again(task, t);
+        }
+    }
+
+    /// What the build says about the run once over; a job without COMMIT
+    /// is warned about once.
+    fn verdict(&mut self, run: &Run, info: &BuildInfo) -> Option<Outcome> {
+        let sent = policy::trigger_parameters(self.cfg.job(&run.project, &run.job), run.id, &run.spec);
+        let (outcome, how) = policy::verdict(&run.job, &sent, info)?;
+        if how == Some(policy::BuiltAsAsked::WithoutCommit) && self.warned_no_commit.insert(run.job.clone()) {
+            warn!(
+                "job {} does not define the COMMIT parameter: it builds whatever the PR's branch points at when it runs; add COMMIT (see contrib/jenkins/poormanci-job.yaml)",
+                run.job
+            );
+        }
+        Some(outcome)
+    }
+
     fn poll_again(&mut self, task: &Task, t: f64) {
         let polls = match task.work {
             Work::Follow { polls } => polls,
             _ => 0,
         };
-        let due = t + policy::poll_delay(&self.cfg, polls).as_secs_f64();
+        let due = if self.look_again.remove(&task.id) { t } else { t + policy::poll_delay(&self.cfg, self.poll_requests).as_secs_f64() };
         let _ = self.store.retry_task(task.id, due, &Work::Follow { polls: polls + 1 }, None);
     }
 
@@ -186,7 +213,12 @@ impl Engine {
             }
             QueueState::Gone => {
                 let _ = self.store.delete_task(task.id);
-                let why = format!("Jenkins forgot queue item {} before its build was seen", run.queue_id.unwrap_or_default());
+                let why = format!(
+                    "Jenkins forgot queue item {} and no build among the last {} of job {} came from it",
+                    run.queue_id.unwrap_or_default(),
+                    crate::worker::RECENT_BUILDS,
+                    run.job
+                );
                 self.finish(run, Outcome::Lost { why }, t);
             }
         }
@@ -203,16 +235,13 @@ impl Engine {
             return debug!("build #{} of {}: job no longer configured; ignored", info.number, run.job);
         };
         let claimed = policy::Claimed { run: run.id, spec: &run.spec, state: run.state, queue_id: run.queue_id, build: run.build };
-        if let Err(why) = policy::owns_build(job, claimed, &info) {
+        if let Err(why) = policy::owns_build(Some(job), claimed, &info) {
             return debug!("build #{} of {}: not run {}'s build ({why}); ignored", info.number, run.job, run.id);
         }
         let _ = self.store.set_started(run.id, info.number, &info.url, t);
-        match info.result {
-            Some(result) => {
-                let outcome = Outcome::Finished { number: info.number, url: info.url, result: result.as_str().to_string() };
-                self.finish(&run, outcome, t);
-            }
-            None => self.follow_now(run.id, t + self.cfg.jenkins.poll_min.as_secs_f64()),
+        match self.verdict(&run, &info) {
+            Some(outcome) => self.finish(&run, outcome, t),
+            None => self.follow_now(run.id, t + self.cfg.jenkins.poll_interval.as_secs_f64()),
         }
     }
 

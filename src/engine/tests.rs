@@ -10,7 +10,7 @@ use super::{Engine, Input};
 use crate::config::Config;
 use crate::event::parse;
 use crate::http::PeerError;
-use crate::jenkins::{BuildInfo, BuildResult, QueueItem, QueueState};
+use crate::jenkins::{BuildInfo, BuildResult, Parameter, QueueItem, QueueState};
 use crate::pagure::{FlagStatus, PullRequest};
 use crate::policy::Outcome;
 use crate::store::{RunState, Store};
@@ -31,7 +31,7 @@ struct Test {
 fn config(extra: Value) -> Config {
     let mut v = json!({
         "poormanci.pagure": {"url": "https://pagure.io", "token": "PAGURE-SECRET", "user": "cibot"},
-        "poormanci.jenkins": {"url": "https://jenkins.example.org", "poll_min": 1, "poll_max": 8},
+        "poormanci.jenkins": {"url": "https://jenkins.example.org", "poll_interval": 1},
         "poormanci.projects": {"pungi": [{"job": "pungi-pr", "token": "BEEFCAFE"}, {"job": "pungi-docs", "token": "D0C5"}]},
         "poormanci.trusted": {"users": ["lsedlar"]},
         "poormanci.state_dir": "/nonexistent",
@@ -127,15 +127,24 @@ fn pagure_pr(author: &str, commit: &str, target: &str) -> PullRequest {
     .unwrap()
 }
 
-fn build(number: u64, result: Option<BuildResult>) -> BuildInfo {
+/// Build `number` of run `run`, as Jenkins shows it: with the parameters
+/// the run sent; over once it has a result.
+fn build(t: &Test, run: i64, number: u64, result: Option<BuildResult>) -> BuildInfo {
+    let run = t.engine.store.run(run).unwrap().unwrap();
+    let mut sent = crate::policy::trigger_parameters(t.engine.cfg.job(&run.project, &run.job), run.id, &run.spec);
+    let (_, cause) = sent.remove(0);
     BuildInfo {
         number,
         url: format!("https://jenkins.example.org/job/pungi-pr/{number}/"),
+        queue_id: run.queue_id,
+        building: result.is_none(),
         result,
-        building: false,
-        note: None,
-        parameters: vec![],
-        queue_id: None,
+        note: Some(cause),
+        causes: vec![],
+        parameters: sent.into_iter().map(|(name, value)| Parameter { name, value: Some(value) }).collect(),
+        timestamp_ms: None,
+        duration_ms: None,
+        estimated_duration_ms: None,
     }
 }
 
@@ -149,7 +158,7 @@ fn a_trusted_authors_pr_is_triggered_followed_and_reported_once() {
     assert_eq!((t.state(1), t.kinds(1), t.kinds(2)), (RunState::Triggering, vec!["trigger"], vec!["trigger"]));
 
     let (trigger, _) = t.task(1, "trigger");
-    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into() })));
+    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
     assert_eq!(t.state(1), RunState::Queued);
     let (_, flag) = t.task(1, "flag");
     assert!(matches!(flag, Work::Flag(ref f) if f.status == FlagStatus::Pending && f.text == "Build queued"), "{flag:?}");
@@ -158,9 +167,13 @@ fn a_trusted_authors_pr_is_triggered_followed_and_reported_once() {
     t.answer(follow, TaskResult::Queue(QueueState::Started { number: 7, url: "u".into() }));
     assert_eq!(t.state(1), RunState::Running);
     assert!(matches!(t.task(1, "flag").1, Work::Flag(ref f) if f.text == "Build 7 running"), "the newer flag replaces the older");
-    t.answer(follow, TaskResult::Build(build(7, None)));
+    let running = build(&t, 1, 7, None);
+    t.answer(follow, TaskResult::Build(running.clone()));
     assert_eq!(t.task(1, "follow").1, Work::Follow { polls: 1 });
-    t.answer(follow, TaskResult::Build(build(7, Some(BuildResult::Success))));
+    // A result while still building is not the end (post-build steps run).
+    t.answer(follow, TaskResult::Build(BuildInfo { result: Some(BuildResult::Success), ..running }));
+    assert_eq!(t.state(1), RunState::Running);
+    t.answer(follow, TaskResult::Build(build(&t, 1, 7, Some(BuildResult::Success))));
     assert_eq!(t.state(1), RunState::Done);
     let (report, work) = t.task(1, "report");
     assert!(matches!(work, Work::CheckHeadThenReport { outcome: Outcome::Finished { number: 7, .. } }), "{work:?}");
@@ -184,7 +197,7 @@ fn a_push_builds_once_and_supersedes_the_older_build() {
     t.pr("new", 235, "lsedlar", A, "master");
     t.confirm(1, pagure_pr("lsedlar", A, "master"));
     let (trigger, _) = t.task(1, "trigger");
-    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into() })));
+    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
     // The push is announced twice (topic and notification comment).
     t.pr("updated", 235, "lsedlar", B, "master");
     t.pr("rebased", 235, "lsedlar", B, "master");
@@ -336,7 +349,7 @@ fn reports_refused_for_the_token_are_kept_and_woken_when_pagure_takes_a_request(
     t.pr("new", 235, "lsedlar", A, "master");
     t.confirm(1, pagure_pr("lsedlar", A, "master"));
     let (trigger, _) = t.task(1, "trigger");
-    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into() })));
+    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
     let (flag, _) = t.task(1, "flag");
     let refused = || TaskResult::Failed(PeerError::Unauthorized("POST /api/0/pungi/pull-request/235/flag: 401 EINVALIDTOK".into()));
     t.answer(flag, refused());
@@ -347,7 +360,7 @@ fn reports_refused_for_the_token_are_kept_and_woken_when_pagure_takes_a_request(
     assert!(t.engine.store.task(flag).unwrap().is_some_and(|k| k.waiting_for_token && k.attempts == 2));
     // Another Pagure request goes through: the kept flag is due at once.
     let (trigger2, _) = t.task(2, "trigger");
-    t.answer(trigger2, TaskResult::Triggered(Some(QueueItem { id: 40, url: "q".into() })));
+    t.answer(trigger2, TaskResult::Triggered(Some(QueueItem { id: 40, url: "q".into(), merged: false })));
     let (flag2, _) = t.task(2, "flag");
     t.answer(flag2, TaskResult::Sent);
     assert!(t.engine.store.task(flag).unwrap().unwrap().due <= super::now());
@@ -361,7 +374,7 @@ fn a_superseded_run_closes_its_pending_flag_on_its_own_commit() {
     t.pr("new", 235, "lsedlar", A, "master");
     t.confirm(1, pagure_pr("lsedlar", A, "master"));
     let (trigger, _) = t.task(1, "trigger");
-    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into() })));
+    t.answer(trigger, TaskResult::Triggered(Some(QueueItem { id: 39, url: "q".into(), merged: false })));
     t.pr("updated", 235, "lsedlar", B, "master");
     t.confirm(3, pagure_pr("lsedlar", B, "master"));
     let (_, close) = t.task(1, "close_stale_flag");

@@ -55,6 +55,9 @@ pub enum Outcome {
     Lost { why: String },
     /// A newer commit of the PR is built instead; nothing to report.
     Superseded,
+    /// The build ended but did not build what was sent (Jenkins dropped
+    /// parameters the job does not define): its result says nothing.
+    WrongBuild { number: u64, url: String, why: String },
 }
 
 
@@ -159,6 +162,7 @@ fn describe(outcome: &Outcome, commit: Option<&str>, job_url: &str) -> (FlagStat
         Outcome::TriggerFailed { why } => (FlagStatus::Error, None, format!("Could not start a build{of}: {why}"), job_url.into()),
         Outcome::Lost { why } => (FlagStatus::Error, None, format!("Lost track of the build{of}: {why}"), job_url.into()),
         Outcome::Superseded => (FlagStatus::Canceled, None, format!("Superseded by a newer commit{of}"), job_url.into()),
+        Outcome::WrongBuild { number, url, why } => (FlagStatus::Error, None, format!("Build {number} is not a test of this pull request{of}: {why}"), url.clone()),
     }
 }
 

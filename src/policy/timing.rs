@@ -7,11 +7,13 @@ use crate::config::Config;
 use crate::work::Work;
 
 
-/// Delay before poll number `polls` of a queue item or build: starts at
-/// poll_min, grows by half each time, up to poll_max.
-pub fn poll_delay(cfg: &Config, polls: u32) -> Duration {
-    let min = cfg.jenkins.poll_min.as_secs_f64();
-    Duration::from_secs_f64((min * 1.5_f64.powi(polls.min(64) as i32)).min(cfg.jenkins.poll_max.as_secs_f64()))
+/// Delay before a followed job is looked at again, after a look that took
+/// `requests` requests: every poll_interval (one request answers for all
+/// of a job's builds, so this does not grow with them), stretched so that
+/// following stays under the ceiling of requests per second.
+pub fn poll_delay(cfg: &Config, requests: usize) -> Duration {
+    let interval = cfg.jenkins.poll_interval.as_secs_f64();
+    Duration::from_secs_f64(interval.max(requests as f64 / cfg.jenkins.max_requests_per_second))
 }
 
 /// Delay before retry number `attempt` of a failed request: exponential from
@@ -83,8 +85,9 @@ mod tests {
     #[test]
     fn delays_grow_and_stay_bounded() {
         let cfg = config();
-        assert_eq!(poll_delay(&cfg, 0), cfg.jenkins.poll_min);
-        assert_eq!(poll_delay(&cfg, 1000), cfg.jenkins.poll_max);
+        assert_eq!(poll_delay(&cfg, 1), cfg.jenkins.poll_interval);
+        // 100 jobs in flight at 20 requests per second: each every 5 s.
+        assert_eq!(poll_delay(&cfg, 100), Duration::from_secs(100) / cfg.jenkins.max_requests_per_second as u32);
         assert!(retry_delay(0, 0.0) >= Duration::from_millis(500));
         assert!(retry_delay(100, 1.0) <= Duration::from_secs(300));
     }

@@ -156,6 +156,7 @@ pub fn result_label(outcome: &Outcome) -> String {
         Outcome::NotFinished { .. } => "not_finished".into(),
         Outcome::TriggerFailed { .. } => "trigger_failed".into(),
         Outcome::Lost { .. } => "lost".into(),
+        Outcome::WrongBuild { .. } => "wrong_build".into(),
         Outcome::Superseded => "superseded".into(),
     }
 }

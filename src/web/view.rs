@@ -154,6 +154,7 @@ fn ended(site: &Site, run: &RunRow, next: Option<&(i64, Option<String>)>) -> (St
         }
         Outcome::TriggerFailed { why } => words("could not start", "error", format!("Jenkins did not take the build: {}", site.redact(&why))),
         Outcome::Lost { why } => words("lost", "error", format!("Lost track of the build: {}", site.redact(&why))),
+        Outcome::WrongBuild { number, why, .. } => words("wrong build", "error", format!("Build #{number} did not build what was asked: {}", site.redact(&why))),
         Outcome::Superseded => {
             let by = match next {
                 Some((id, commit)) => format!(" (run {id}, commit {})", crate::policy::short(commit.as_deref())),

@@ -55,11 +55,9 @@ PERMISSIONS = {"read": ("hudson.model.Hudson.Read", "Overall/Read"),
 # hudson/model/Queue.java keeps left items in a cache that expires after 5
 # minutes; here a few seconds, so tests can see it happen.
 LEFT_TTL = 5.0
-# One-line switch: the current core calls a forgotten item's run lost instead
-# of finding its build by queueId (test_sigterm_lets_requests_in_flight_finish
-# restarts the hub for longer than LEFT_TTL), so by default left items are
-# kept until restart(); turn this on once the core looks builds up by queueId.
-FORGET_LEFT_ITEMS = False
+# Left items are forgotten after left_ttl, as in Jenkins; the core finds a
+# build whose item is gone by its queueId. Off only for a test that wants it.
+FORGET_LEFT_ITEMS = True
 # hudson/model/Run.java: seconds a build shows its result while still building.
 RESULT_WINDOW = 0.3
 
@@ -284,6 +282,11 @@ class FakeJenkins(StandIn):
         """Forget this left item now (as ``left_ttl`` would): GET then gives 404."""
         with self._lock:
             self._queue[queue_id].forgotten = True
+
+    def delete_build(self, job: str, number: int):
+        """Delete a build, as "Discard old builds" does (hudson/tasks/LogRotator.java)."""
+        with self._lock:
+            del self._builds[(job, number)]
 
     def restart(self):
         """A Jenkins restart: down, then up on the same port. Left items live in
