@@ -254,6 +254,22 @@ pub enum Conn {
     Postgres(RefCell<(postgres::Client, HashMap<String, postgres::Statement>)>),
 }
 
+/// A PostgreSQL connection as `cfg` says, the password read from its
+/// file (never from the DSN, never in an error message). Without TLS.
+pub fn connect_postgres(cfg: &crate::config::PostgresConfig, application_name: &str) -> Result<Conn> {
+    let mut config: postgres::Config = cfg.dsn.parse().map_err(|e| Error::other(format!("poormanci.store.dsn: {e}")))?;
+    if let Some(file) = &cfg.password_file {
+        let password = std::fs::read_to_string(file).map_err(|e| Error::other(format!("cannot read poormanci.store.password_file {}: {e}", file.display())))?;
+        config.password(password.strip_suffix('\n').unwrap_or(&password));
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    config.application_name(application_name);
+    let client = config.connect(postgres::NoTls)?;
+    Ok(Conn::postgres(client))
+}
+
 /// `?1` → `$1`: the one difference in placeholders.
 fn dollar_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -288,6 +304,7 @@ fn from_postgres(row: &postgres::Row, i: usize) -> Result<Value> {
         Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map(Value::Real),
         Type::FLOAT4 => row.try_get::<_, Option<f32>>(i)?.map(|v| Value::Real(v.into())),
         Type::BOOL => row.try_get::<_, Option<bool>>(i)?.map(|v| Value::Int(v.into())),
+        Type::VOID => None,
         Type::NUMERIC => return Err(Error::other(format!("column {i}: NUMERIC is not read; cast it"))),
         _ => row.try_get::<_, Option<String>>(i)?.map(Value::Text),
     };
