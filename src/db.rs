@@ -70,7 +70,11 @@ impl From<postgres::Error> for Error {
         // The server's own message (`db error: ERROR: ...`) names the problem; never the password.
         let message = match e.as_db_error() {
             Some(db) => format!("PostgreSQL: {}", db.message()),
-            None => format!("PostgreSQL: {e}"),
+            // `error connecting to server` says why only in its source (refused, timed out, …).
+            None => match std::error::Error::source(&e) {
+                Some(why) => format!("PostgreSQL: {e}: {why}"),
+                None => format!("PostgreSQL: {e}"),
+            },
         };
         Error { kind, message }
     }
@@ -131,6 +135,13 @@ impl FromValue for String {
             Value::Text(s) => Some(s.clone()),
             _ => None,
         }
+    }
+}
+
+/// The value as it came, whatever it is (copying rows between stores).
+impl FromValue for Value {
+    fn from_value(v: &Value) -> Option<Value> {
+        Some(v.clone())
     }
 }
 

@@ -398,6 +398,15 @@ impl Store {
         Ok(Store::new(Conn::Sqlite(db)))
     }
 
+    /// The shared PostgreSQL store as it is, never written to and never
+    /// migrated (`poormanci status`, `check-config`): its schema may be
+    /// missing, older or newer (see `schema_version`).
+    pub fn open_postgres_read_only(pg: &PostgresConfig) -> Result<Store> {
+        let db = db::connect_postgres(pg, "poormanci-cli")?;
+        db.batch("SET default_transaction_read_only = on")?;
+        Ok(Store::new(db))
+    }
+
     /// A store that forgets everything when dropped (dry runs, tests).
     pub fn open_in_memory() -> Store {
         let store = Store::new(Conn::Sqlite(Connection::open_in_memory().expect("SQLite in memory")));
