@@ -12,7 +12,9 @@
 //! - `store`: runs, tasks, seen msg_ids (SQLite, or PostgreSQL shared by instances)
 //! - `worker`: runs one task against the peers on tokio
 //! - `engine`: the one thread that owns the state
-//! - `python`: what Python sees: `Core`, `check_config`, `read_status`
+//! - `store_admin`, `migrate_state`: the store as the `poormanci` command
+//!   shows, checks and copies it (SQLite into PostgreSQL)
+//! - `python`: what Python sees: `Core`, `check_config`, `read_status`, …
 
 /// Log lines go to the Python logger "poormanci" (through pyo3-log), not
 /// to one per Rust module. Every line has its control characters escaped:
@@ -34,10 +36,12 @@ pub mod engine;
 pub mod event;
 pub mod http;
 pub mod jenkins;
+pub mod migrate_state;
 pub mod pagure;
 pub mod policy;
 mod python;
 pub mod store;
+pub mod store_admin;
 pub mod web;
 pub mod work;
 pub mod worker;
@@ -76,6 +80,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(python::check_config, m)?)?;
     m.add_function(wrap_pyfunction!(python::read_status, m)?)?;
     m.add_function(wrap_pyfunction!(python::check_pagure_token, m)?)?;
+    m.add_function(wrap_pyfunction!(python::read_status_of, m)?)?;
+    m.add_function(wrap_pyfunction!(python::describe_store, m)?)?;
+    m.add_function(wrap_pyfunction!(python::check_store, m)?)?;
+    m.add_function(wrap_pyfunction!(python::migrate_state, m)?)?;
     m.add_class::<python::Core>()?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! What Python sees of the core: `Core` (the consumer's engine),
-//! `check_config` and `read_status` (for the CLI), and `ConfigError`.
+//! What Python sees of the core: `Core` (the consumer's engine), for the
+//! CLI `check_config`, `check_pagure_token`, `check_store`, `describe_store`,
+//! `read_status`, `read_status_of` and `migrate_state`, and `ConfigError`.
 
 use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -14,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::config::Config;
-use crate::{engine, event, store, web, worker};
+use crate::{event, store, store_admin, web, worker};
 use crate::engine::{Engine, Input};
 use crate::event::{Event, Message, Node, MAX_FIELD};
 
@@ -123,11 +124,48 @@ pub fn check_pagure_token<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> P
     Ok(pythonize::pythonize(py, &answer)?)
 }
 
-/// The state store's pending work, for `poormanci status`.
+/// The state store's pending work, for `poormanci status --state-dir`.
 #[pyfunction]
 pub fn read_status<'py>(py: Python<'py>, state_dir: &str) -> PyResult<Bound<'py, PyAny>> {
-    let value = engine::status_of(std::path::Path::new(state_dir)).map_err(PyRuntimeError::new_err)?;
+    let value = store_admin::status_of_dir(std::path::Path::new(state_dir)).map_err(PyRuntimeError::new_err)?;
     Ok(pythonize::pythonize(py, &value)?)
+}
+
+/// The same of the store a config names: SQLite in state_dir or PostgreSQL.
+#[pyfunction]
+pub fn read_status_of<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let (cfg, _) = config_from(config)?.map_err(|p| config_error(py, p))?;
+    let value = py.detach(|| store_admin::status(&cfg)).map_err(PyRuntimeError::new_err)?;
+    Ok(pythonize::pythonize(py, &value)?)
+}
+
+/// Which store a config names: `backend` and, for people, `name` (never a password).
+#[pyfunction]
+pub fn describe_store<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let (cfg, _) = config_from(config)?.map_err(|p| config_error(py, p))?;
+    let backend = if cfg.store.postgresql.is_some() { "postgresql" } else { "sqlite" };
+    Ok(pythonize::pythonize(py, &serde_json::json!({"backend": backend, "name": store_admin::describe(&cfg)}))?)
+}
+
+/// What the PostgreSQL store says, for `poormanci check-config`:
+/// `problems` and a `summary` line (SQLite: nothing asked).
+#[pyfunction]
+pub fn check_store<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let (cfg, _) = config_from(config)?.map_err(|p| config_error(py, p))?;
+    let verdict = py.detach(|| store_admin::check(&cfg));
+    Ok(pythonize::pythonize(py, &serde_json::json!({"problems": verdict.problems, "summary": verdict.summary}))?)
+}
+
+/// `poormanci migrate-state`: the SQLite store of `state_dir` (default: the
+/// config's) copied into the configured PostgreSQL store; rows per table.
+#[pyfunction]
+#[pyo3(signature = (config, state_dir = None))]
+pub fn migrate_state<'py>(py: Python<'py>, config: &Bound<'py, PyAny>, state_dir: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+    let (cfg, _) = config_from(config)?.map_err(|p| config_error(py, p))?;
+    let dir = state_dir.map_or_else(|| cfg.state_dir.clone(), std::path::PathBuf::from);
+    let copied = py.detach(|| crate::migrate_state::sqlite_to_postgres(&cfg, &dir)).map_err(PyRuntimeError::new_err)?;
+    let tables: Vec<serde_json::Value> = copied.iter().map(|c| serde_json::json!({"table": c.table, "rows": c.rows, "copied": c.copied})).collect();
+    Ok(pythonize::pythonize(py, &tables)?)
 }
 
 #[pyclass(module = "poormanci._core")]

@@ -1,9 +1,12 @@
 """Type stubs for the native core (src/python.rs). `make test` checks them
 against the built module with `python -m mypy.stubtest poormanci._core`."""
 
-from typing import Any, Mapping, TypedDict, final
+from typing import Any, Literal, Mapping, TypedDict, final
 
-__all__ = ["ConfigError", "check_config", "check_pagure_token", "read_status", "Core"]
+__all__ = [
+    "ConfigError", "check_config", "check_pagure_token", "check_store", "describe_store", "read_status",
+    "read_status_of", "migrate_state", "Core",
+]
 
 class _JobSummary(TypedDict):
     job: str
@@ -32,6 +35,19 @@ class _TokenVerdict(TypedDict):
     warnings: list[str]
     summary: str | None
 
+class _StoreVerdict(TypedDict):
+    problems: list[str]
+    summary: str | None
+
+class _StoreName(TypedDict):
+    backend: Literal["sqlite", "postgresql"]
+    name: str
+
+class _Copied(TypedDict):
+    table: str
+    rows: int
+    copied: int
+
 class ConfigError(ValueError):
     """The configuration is wrong; ``problems`` lists every problem, one line each,
     e.g. ``poormanci.projects['pungi'][0].token: missing``."""
@@ -50,9 +66,35 @@ def check_pagure_token(config: Mapping[str, Any]) -> _TokenVerdict:
     such project), ``warnings`` (Pagure unreachable: not checked) and a
     ``summary`` line once Pagure answered."""
 
+def check_store(config: Mapping[str, Any]) -> _StoreVerdict:
+    """With a PostgreSQL state store: connect and read its schema version,
+    changing nothing. ``problems`` (cannot connect, a schema newer than this
+    poormanci, an empty database it could not make its tables in), else a
+    ``summary`` line. SQLite: nothing is asked (no problem, no summary).
+    Raises ConfigError on a wrong config."""
+
+def describe_store(config: Mapping[str, Any]) -> _StoreName:
+    """The state store the config names: its ``backend`` and, for people, its
+    ``name``: ``SQLite <state_dir>/poormanci.sqlite3`` or ``PostgreSQL host=...
+    port=... dbname=... user=...`` (never a password). Raises ConfigError on a
+    wrong config."""
+
 def read_status(state_dir: str) -> dict[str, Any]:
-    """What the state store in ``state_dir`` holds: runs not finished, tasks
-    waiting or retrying and their last errors. Read-only; safe while a hub runs."""
+    """What the SQLite state store in ``state_dir`` holds: runs not finished,
+    tasks waiting or retrying and their last errors, and ``store`` (which store
+    it is). Read-only; safe while a hub runs. RuntimeError when there is none."""
+
+def read_status_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``read_status`` of the store the config names: SQLite in state_dir or the
+    PostgreSQL database (read-only, never migrated; tasks an instance is doing
+    name it in ``claimed_by``). RuntimeError when it cannot be read."""
+
+def migrate_state(config: Mapping[str, Any], state_dir: str | None = None) -> list[_Copied]:
+    """Copy the SQLite store of ``state_dir`` (default: the config's) into the
+    PostgreSQL store the config names, in one transaction, ids kept; rows read
+    and written per table. RuntimeError (one line, nothing copied) when the
+    state_dir is in use by a running poormanci, when the database already holds
+    runs or tasks, or when the config names no PostgreSQL store."""
 
 @final
 class Core:
