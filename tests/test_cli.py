@@ -84,7 +84,7 @@ def run(tmp_path):
 def test_help_lists_the_commands_and_usage_errors_exit_2(run):
     r = run("--help")
     assert r.returncode == 0
-    for command in ("check-config", "replay", "status"):
+    for command in ("check-config", "replay", "status", "migrate-state"):
         assert command in r.stdout
     assert run().returncode == 2  # no command
     assert run("replay").returncode == 2  # no FILE
@@ -416,9 +416,11 @@ def test_status_of_a_new_store_has_nothing_pending(run, tmp_path):
     Core(poormanci_config(state)).close()  # makes the store, empty
     r = run("status", "--state-dir", state)
     assert r.returncode == 0
+    assert r.stdout.splitlines()[0] == f"state store: SQLite {state / 'poormanci.sqlite3'}"
     assert "nothing pending" in r.stdout
     assert json.loads(run("status", "--json", "--state-dir", state).stdout) == {
-        "backend": "sqlite", "open_runs": [], "tasks": [], "finished_runs": 0}
+        "backend": "sqlite", "store": f"SQLite {state / 'poormanci.sqlite3'}", "open_runs": [], "tasks": [],
+        "finished_runs": 0}
 
 
 def test_status_without_a_store_is_a_clear_error(run, tmp_path):
@@ -429,7 +431,8 @@ def test_status_without_a_store_is_a_clear_error(run, tmp_path):
     del config["poormanci.state_dir"]
     r = run("status", "--config-dir", write_confd(tmp_path / "fedmsg.d", config))
     assert r.returncode == 1
-    assert "poormanci.state_dir is not set" in r.stderr
+    assert r.stdout.startswith("poormanci.state_dir: missing")
+    assert "1 problem(s) in the config (see poormanci check-config)" in r.stderr
 
 
 def test_check_config_on_the_documented_project_form(run, tmp_path):

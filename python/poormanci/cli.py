@@ -1,4 +1,5 @@
-"""The ``poormanci`` command: check the config, replay bus messages, show the state store.
+"""The ``poormanci`` command: check the config, replay bus messages, show the
+state store, copy a SQLite state store into PostgreSQL.
 
 Exit codes: 0 all is well, 1 a problem was found (reported on stdout/stderr),
 2 the command line was wrong (argparse).
@@ -129,11 +130,22 @@ def core_check(config: dict) -> dict:
     return check_config(poormanci_keys(config))
 
 
-def state_dir_of(config: dict) -> str:
-    state_dir = config.get("poormanci.state_dir")
-    if not isinstance(state_dir, str) or not state_dir:
-        raise Problem("poormanci.state_dir is not set in the config (or use --state-dir DIR)")
-    return state_dir
+def describe_store(config: dict) -> dict:
+    """{"backend": "sqlite" or "postgresql", "name": "PostgreSQL host=... dbname=..."} (never a password)."""
+    from poormanci._core import describe_store as describe
+
+    return describe(poormanci_keys(config))
+
+
+def checked_core_config(config: dict) -> dict:
+    """The poormanci.* keys, once the core finds no problem in them (else
+    each problem is printed and Problem raised)."""
+    problems = core_check(config)["problems"]
+    if problems:
+        for line in problems:
+            print(line)
+        raise Problem(f"{len(problems)} problem(s) in the config (see poormanci check-config)")
+    return poormanci_keys(config)
 
 
 # -- check-config -------------------------------------------------------------
@@ -192,10 +204,36 @@ def cmd_check_config(args) -> int:
         for topic in unbound_topics(amqp, topics):
             print(f"warning: no binding routes {topic}# to the queue: add that routing key")
     state_dir = config["poormanci.state_dir"]
-    has_store = (Path(state_dir) / STORE_FILE).exists()
-    print(f"state_dir: {state_dir}" + ("" if has_store else " (no state store yet: made at first start)"))
+    store = describe_store(config)
+    if store["backend"] == "sqlite":
+        has_store = (Path(state_dir) / STORE_FILE).exists()
+        print(f"state_dir: {state_dir}" + ("" if has_store else " (no state store yet: made at first start)"))
+    else:
+        print(f"state_dir: {state_dir}")
+    if args.offline:
+        if store["backend"] == "postgresql":
+            print(f"state store: {store['name']} (not checked: --offline)")
+        print(describe_status_page(summary["web"]))
+        return OK
+    store_verdict = check_store(config)
     print(describe_status_page(summary["web"]))
-    return OK if args.offline else check_pagure_token(config)
+    token_verdict = check_pagure_token(config)
+    return PROBLEMS if PROBLEMS in (store_verdict, token_verdict) else OK
+
+
+def check_store(config: dict) -> int:
+    """Ask the PostgreSQL store whether this poormanci can use it (SQLite: nothing to ask)."""
+    from poormanci._core import check_store as check
+
+    verdict = check(poormanci_keys(config))
+    if verdict["summary"]:
+        print(verdict["summary"])
+    for problem in verdict["problems"]:
+        print(problem)
+    if verdict["problems"]:
+        print(f"{len(verdict['problems'])} problem(s) found by asking PostgreSQL: poormanci would not start")
+        return PROBLEMS
+    return OK
 
 
 def check_pagure_token(config: dict) -> int:
@@ -266,15 +304,10 @@ def read_envelopes(name: str) -> Iterator[tuple[str, Any, str | None]]:
 def cmd_replay(args) -> int:
     from poormanci._core import Core
 
-    config = load_config(args, as_hub=False).config
-    problems = core_check(config)["problems"]
-    if problems:
-        for line in problems:
-            print(line)
-        raise Problem(f"{len(problems)} problem(s) in the config (see poormanci check-config)")
+    config = checked_core_config(load_config(args, as_hub=False).config)
     try:
-        # A real Core takes the state_dir lock: it fails here while a hub runs.
-        core = Core(poormanci_keys(config), dry_run=args.dry_run)
+        # A real Core takes the state_dir lock (SQLite): it fails here while a hub runs.
+        core = Core(config, dry_run=args.dry_run)
     except RuntimeError as e:
         raise Problem(str(e)) from e
     bad = 0
@@ -308,21 +341,28 @@ def cmd_replay(args) -> int:
         core.close()
     if not args.dry_run:
         print()
-        state_dir = config["poormanci.state_dir"]
-        print_status(read_store(state_dir), state_dir)
+        print_status(read_configured_store(config))
     return PROBLEMS if bad else OK
 
 
 # -- status -------------------------------------------------------------------
 
 def read_store(state_dir: str) -> dict:
+    """The status of the SQLite store in state_dir."""
     from poormanci._core import read_status
 
-    if not (Path(state_dir) / STORE_FILE).is_file():
-        raise Problem(f"no state store in {state_dir} (poormanci has not run with this state_dir, "
-                      f"or the path is wrong)")
     try:
         return read_status(state_dir)
+    except RuntimeError as e:
+        raise Problem(str(e)) from e
+
+
+def read_configured_store(config: dict) -> dict:
+    """The status of the store the (checked) poormanci.* keys name: SQLite or PostgreSQL."""
+    from poormanci._core import read_status_of
+
+    try:
+        return read_status_of(config)
     except RuntimeError as e:
         raise Problem(str(e)) from e
 
@@ -346,10 +386,10 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  " + "  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]) for row in rows]
 
 
-def print_status(status: dict, state_dir: str, now: float | None = None) -> None:
+def print_status(status: dict, now: float | None = None) -> None:
     now = time.time() if now is None else now
     runs, tasks = status.get("open_runs", []), status.get("tasks", [])
-    print(f"state store: {Path(state_dir) / STORE_FILE}")
+    print(f"state store: {status['store']}")
     if not runs and not tasks:
         print("nothing pending")
     if runs:
@@ -365,13 +405,18 @@ def print_status(status: dict, state_dir: str, now: float | None = None) -> None
         print(f"tasks ({len(tasks)}):")
         rows, errors = [["KIND", "PR", "JOB", "FAILED ATTEMPTS", "NEXT TRY"]], [None]
         for task in tasks:
-            wait = task["due"] - now
-            when = (f"in {duration(wait)}" if wait >= 0.5 else "now" if wait > -0.5
-                    else f"overdue by {duration(wait)}")
+            wait = task["due"] - now  # of a claimed task: when its claim's lease ends
+            if task.get("claimed_by"):
+                when = "in progress" if wait > 0 else "now"
+            else:
+                when = (f"in {duration(wait)}" if wait >= 0.5 else "now" if wait > -0.5
+                        else f"overdue by {duration(wait)}")
             rows.append([task["kind"], _pr(task), task.get("job") or "?", str(task["attempts"]), when])
             errors.append(task.get("last_error"))
         for line, error, task in zip(_table(rows), errors, [None, *tasks]):
             print(line)
+            if task and task.get("claimed_by"):
+                print(f"      {describe_claim(task, now)}")
             if task and task.get("waiting_for_token"):
                 print("      waiting for a working Pagure token (refused with 401/403): "
                       "delivered once poormanci.pagure.token works")
@@ -384,13 +429,47 @@ def print_status(status: dict, state_dir: str, now: float | None = None) -> None
     print(f"finished runs kept: {status.get('finished_runs', 0)}")
 
 
+def describe_claim(task: dict, now: float) -> str:
+    """Which instance is doing a task, and until when its claim holds."""
+    left = task["due"] - now
+    if left > 0:
+        return f"claimed by {task['claimed_by']} (its lease ends in {duration(left)})"
+    return (f"claimed by {task['claimed_by']}, whose lease ended {duration(left)} ago "
+            "(that instance stopped?): the next instance to look takes it over")
+
+
 def cmd_status(args) -> int:
-    state_dir = args.state_dir or state_dir_of(load_config(args, as_hub=False).config)
-    status = read_store(state_dir)
+    if args.state_dir:
+        status = read_store(args.state_dir)
+    else:
+        status = read_configured_store(checked_core_config(load_config(args, as_hub=False).config))
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
-        print_status(status, state_dir)
+        print_status(status)
+    return OK
+
+
+# -- migrate-state --------------------------------------------------------------
+
+def cmd_migrate_state(args) -> int:
+    from poormanci._core import migrate_state
+
+    config = checked_core_config(load_config(args, as_hub=False).config)
+    state_dir = args.state_dir or config["poormanci.state_dir"]
+    print(f"copying the SQLite state store in {state_dir} into {describe_store(config)['name']}")
+    try:
+        tables = migrate_state(config, state_dir)
+    except RuntimeError as e:
+        raise Problem(str(e)) from e
+    rows = [["TABLE", "ROWS", "COPIED"]]
+    rows += [[t["table"], str(t["rows"]), str(t["copied"])] for t in tables]
+    print("\n".join(_table(rows)))
+    skipped = sum(t["rows"] - t["copied"] for t in tables)
+    if skipped:
+        print(f"{skipped} row(s) not copied: their key was already there (msg_ids seen since, say)")
+    print(f"done: start poormanci with this config; the SQLite store in {state_dir} is left as it was, "
+          "and no longer read")
     return OK
 
 
@@ -424,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="poormanci", formatter_class=_Formatter,
         description="poormanci builds Pagure pull requests in Jenkins and reports back, driven by the "
                     "bus (fedmsg-hub or fedora-messaging). This command checks its config, replays "
-                    "recorded bus messages and shows what is pending.",
+                    "recorded bus messages, shows what is pending and moves the state into "
+                    "PostgreSQL.",
         epilog="Exit status: 0 all is well, 1 problems found, 2 wrong command line. "
                "'poormanci COMMAND --help' describes each command.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -436,12 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load the fedmsg config exactly as fedmsg-hub does (or, with --toml, the "
                     "fedora-messaging config as 'fedora-messaging consume' does) and report every "
                     "problem, one per line (exit 1), or OK with the projects, jobs, topics and "
-                    "state_dir. Then it asks Pagure whose the token is and whether it has the ACLs "
-                    "pull_request_flag and pull_request_comment on every project (an unreachable "
-                    "Pagure is only a warning). Run it as the hub's user, from the hub's working "
+                    "state_dir. Then, with a PostgreSQL state store, it connects and reads the "
+                    "schema version (without changing anything), and it asks Pagure whose the token "
+                    "is and whether it has the ACLs pull_request_flag and pull_request_comment on "
+                    "every project (an unreachable Pagure is only a warning). Run it as the hub's user, from the hub's working "
                     "directory (./fedmsg.d counts).")
     p.add_argument("--offline", action="store_true",
-                   help="check the files only: do not ask Pagure about the token")
+                   help="check the files only: do not ask Pagure about the token, nor PostgreSQL "
+                        "about the state store")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser(
@@ -461,15 +543,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "status", parents=[common], help="show what is pending in the state store",
-        description="Show the state store: runs not finished (PR, job, commit, Jenkins queue item or "
-                    "build) and deliveries waiting or retrying (triggers, flags, comments) with their "
-                    "attempts, next try and last error. Read-only: safe while the hub runs.")
+        description="Show the state store the config names (SQLite in state_dir, or the PostgreSQL "
+                    "database of poormanci.store): runs not finished (PR, job, commit, Jenkins queue "
+                    "item or build) and deliveries waiting or retrying (triggers, flags, comments) with "
+                    "their attempts, next try, last error and, on PostgreSQL, the instance doing them. "
+                    "Read-only: safe while hubs run.")
     where = p.add_mutually_exclusive_group()
     add_config_source(where)
     where.add_argument("--state-dir", metavar="DIR",
-                       help="the state_dir to read (default: poormanci.state_dir from the config)")
+                       help="read the SQLite store of this state_dir (default: the store the config names)")
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "migrate-state", parents=[common, config_source],
+        help="copy a SQLite state store into the PostgreSQL store the config names",
+        description="Copy everything the SQLite state store holds (runs, tasks, approvals, msg_ids "
+                    "seen, pull requests) into the PostgreSQL database named by poormanci.store, in "
+                    "one transaction, ids kept, and print the rows copied per table. Stop the hub "
+                    "that uses the state_dir first (its lock is taken for the copy). Refused when "
+                    "the database already holds runs or tasks. The SQLite store is left as it was.")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="the state_dir holding the SQLite store (default: poormanci.state_dir from the config)")
+    p.set_defaults(func=cmd_migrate_state)
     return parser
 
 
