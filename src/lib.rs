@@ -80,7 +80,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(python::check_config, m)?)?;
     m.add_function(wrap_pyfunction!(python::read_status, m)?)?;
     m.add_function(wrap_pyfunction!(python::check_pagure_token, m)?)?;
-    m.add_function(wrap_pyfunction!(python::read_status_of, m)?)?;
     m.add_function(wrap_pyfunction!(python::describe_store, m)?)?;
     m.add_function(wrap_pyfunction!(python::check_store, m)?)?;
     m.add_function(wrap_pyfunction!(python::migrate_state, m)?)?;

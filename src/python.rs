@@ -1,6 +1,6 @@
 //! What Python sees of the core: `Core` (the consumer's engine), for the
 //! CLI `check_config`, `check_pagure_token`, `check_store`, `describe_store`,
-//! `read_status`, `read_status_of` and `migrate_state`, and `ConfigError`.
+//! `read_status` (of a state_dir or a config) and `migrate_state`, and `ConfigError`.
 
 use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -124,19 +124,18 @@ pub fn check_pagure_token<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> P
     Ok(pythonize::pythonize(py, &answer)?)
 }
 
-/// The state store's pending work, for `poormanci status --state-dir`.
+/// The state store's pending work, for `poormanci status`: of the SQLite
+/// store in a state_dir (a string), or of the store a config names (a dict:
+/// SQLite in its state_dir, or PostgreSQL).
 #[pyfunction]
-pub fn read_status<'py>(py: Python<'py>, state_dir: &str) -> PyResult<Bound<'py, PyAny>> {
-    let value = store_admin::status_of_dir(std::path::Path::new(state_dir)).map_err(PyRuntimeError::new_err)?;
-    Ok(pythonize::pythonize(py, &value)?)
-}
-
-/// The same of the store a config names: SQLite in state_dir or PostgreSQL.
-#[pyfunction]
-pub fn read_status_of<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let (cfg, _) = config_from(config)?.map_err(|p| config_error(py, p))?;
-    let value = py.detach(|| store_admin::status(&cfg)).map_err(PyRuntimeError::new_err)?;
-    Ok(pythonize::pythonize(py, &value)?)
+pub fn read_status<'py>(py: Python<'py>, source: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let value = if let Ok(state_dir) = source.extract::<std::path::PathBuf>() {
+        store_admin::status_of_dir(&state_dir)
+    } else {
+        let (cfg, _) = config_from(source)?.map_err(|p| config_error(py, p))?;
+        py.detach(|| store_admin::status(&cfg))
+    };
+    Ok(pythonize::pythonize(py, &value.map_err(PyRuntimeError::new_err)?)?)
 }
 
 /// Which store a config names: `backend` and, for people, `name` (never a password).

@@ -34,7 +34,8 @@ def postgresql():
 def pg_config(jenkins, pagure, server, state_dir, /, **overrides) -> dict:
     """A config for the stand-ins with the PostgreSQL store of ``state_dir``
     (a database of its own)."""
-    return harness.make_config(jenkins, pagure, state_dir=state_dir, store=server.store_config(state_dir),
+    return harness.make_config(jenkins, pagure, state_dir=state_dir,
+                               store=server.store_config(postgres.database_for(state_dir)),
                                **overrides)
 
 
@@ -77,7 +78,7 @@ def copied_counts(stdout: str) -> dict[str, tuple[int, int]]:
 # -- status -----------------------------------------------------------------------
 
 def test_status_reads_postgresql_and_names_the_instance_doing_a_task(run, tmp_path, jenkins, pagure, postgresql):
-    from poormanci._core import Core, read_status_of
+    from poormanci._core import Core, read_status
 
     pagure.add_project("pungi", commit=["lsedlar"])
     pagure.add_pr("pungi", 235, author="lsedlar", branch_from="lorax-dir")  # as the fixture tells it
@@ -92,7 +93,7 @@ def test_status_reads_postgresql_and_names_the_instance_doing_a_task(run, tmp_pa
     try:
         envelope = json.loads(NEW_PR.read_text())
         core.handle(envelope["topic"], envelope)
-        status = wait_until(lambda: (s := read_status_of(config))["tasks"] and s["tasks"][0]["claimed_by"] and s,
+        status = wait_until(lambda: (s := read_status(config))["tasks"] and s["tasks"][0]["claimed_by"] and s,
                             timeout=20, message="the trigger, claimed")
         [task] = status["tasks"]
         assert task["claimed_by"].startswith(f"{socket.gethostname()}:{os.getpid()}:")
@@ -216,7 +217,7 @@ def test_check_config_on_an_empty_database_poormanci_could_not_use(run, tmp_path
 # -- migrate-state ------------------------------------------------------------------
 
 def test_migrate_state_copies_a_store_made_by_the_core(run, tmp_path, jenkins, pagure, postgresql):
-    from poormanci._core import Core, read_status, read_status_of
+    from poormanci._core import Core, read_status
 
     state = tmp_path / "state"
     jenkins_down = {"url": f"http://127.0.0.1:{free_port()}"}  # nothing listens: triggers wait, retried
@@ -232,7 +233,7 @@ def test_migrate_state_copies_a_store_made_by_the_core(run, tmp_path, jenkins, p
         core.handle_recorded(*topic_and(pagure.add_comment("pungi", 30, "/ok-to-test", "alice")))
         core.handle_recorded(*topic_and(messages.pr_new(pagure.add_pr("pungi", 31, author="bob"))))
         def both_triggers_tried():
-            tasks = read_status(str(state))["tasks"]
+            tasks = read_status(state)["tasks"]
             return (sorted((t["kind"], t["pr"]) for t in tasks if t["attempts"]) == [("trigger", 30), ("trigger", 31)]
                     and len(tasks) == 2 and sqlite_counts(state)["approvals"] == 1)
 
@@ -279,7 +280,7 @@ def test_migrate_state_copies_a_store_made_by_the_core(run, tmp_path, jenkins, p
     core = Core(config)
     try:
         core.handle_recorded(*topic_and(messages.pr_new(pagure.add_pr("pungi", 32, author="carol"))))
-        status = wait_until(lambda: (s := read_status_of(config)) and len(s["open_runs"]) == 3 and s,
+        status = wait_until(lambda: (s := read_status(config)) and len(s["open_runs"]) == 3 and s,
                             timeout=20, message="PR 32's run")
     finally:
         core.close()

@@ -1,11 +1,12 @@
 """Type stubs for the native core (src/python.rs). `make test` checks them
 against the built module with `python -m mypy.stubtest poormanci._core`."""
 
+from os import PathLike
 from typing import Any, Literal, Mapping, TypedDict, final
 
 __all__ = [
     "ConfigError", "check_config", "check_pagure_token", "check_store", "describe_store", "read_status",
-    "read_status_of", "migrate_state", "Core",
+    "migrate_state", "Core",
 ]
 
 class _JobSummary(TypedDict):
@@ -79,15 +80,14 @@ def describe_store(config: Mapping[str, Any]) -> _StoreName:
     port=... dbname=... user=...`` (never a password). Raises ConfigError on a
     wrong config."""
 
-def read_status(state_dir: str) -> dict[str, Any]:
-    """What the SQLite state store in ``state_dir`` holds: runs not finished,
-    tasks waiting or retrying and their last errors, and ``store`` (which store
-    it is). Read-only; safe while a hub runs. RuntimeError when there is none."""
-
-def read_status_of(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``read_status`` of the store the config names: SQLite in state_dir or the
-    PostgreSQL database (read-only, never migrated; tasks an instance is doing
-    name it in ``claimed_by``). RuntimeError when it cannot be read."""
+def read_status(source: str | PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """What a state store holds: runs not finished, tasks waiting or retrying
+    and their last errors (and, for a task an instance is doing, which one:
+    ``claimed_by``), ``backend`` and ``store`` (which store it is, for people).
+    ``source``: a state_dir (its SQLite store), or a config (the poormanci.*
+    keys: the store it names, SQLite or PostgreSQL). Read-only, never
+    migrating; safe while hubs run. RuntimeError when there is no store or it
+    cannot be read; ConfigError on a wrong config."""
 
 def migrate_state(config: Mapping[str, Any], state_dir: str | None = None) -> list[_Copied]:
     """Copy the SQLite store of ``state_dir`` (default: the config's) into the

@@ -348,7 +348,7 @@ def cmd_replay(args) -> int:
 # -- status -------------------------------------------------------------------
 
 def read_store(state_dir: str) -> dict:
-    """The status of the SQLite store in state_dir."""
+    """The status of the SQLite store in state_dir (--state-dir)."""
     from poormanci._core import read_status
 
     try:
@@ -359,10 +359,10 @@ def read_store(state_dir: str) -> dict:
 
 def read_configured_store(config: dict) -> dict:
     """The status of the store the (checked) poormanci.* keys name: SQLite or PostgreSQL."""
-    from poormanci._core import read_status_of
+    from poormanci._core import read_status
 
     try:
-        return read_status_of(config)
+        return read_status(config)
     except RuntimeError as e:
         raise Problem(str(e)) from e
 
