@@ -381,7 +381,7 @@ impl Store {
         match checked {
             Ok(check) if check == "ok" => {
                 // This process holds state_dir alone: claims a killed one left are free.
-                if let Err(e) = store.db.execute("UPDATE tasks SET owner = NULL WHERE owner IS NOT NULL", &[]) {
+                if let Err(e) = store.release_claims_of_anyone(crate::engine::now()) {
                     return Err((e.into(), Some(store)));
                 }
                 Ok(store)
@@ -701,9 +701,15 @@ impl Store {
         Ok(())
     }
 
-    /// Give back a claimed task untried, due at `due`.
-    pub fn unclaim(&self, id: i64, due: f64) -> Result<()> {
-        self.db.execute("UPDATE tasks SET owner = NULL, due = ?2 WHERE id = ?1", vals![id, due])?;
+    /// Give back every claimed task, due now (a SQLite store is this
+    /// process's alone: claims found at start are a killed process's).
+    fn release_claims_of_anyone(&self, now: f64) -> Result<usize> {
+        self.db.execute("UPDATE tasks SET owner = NULL, due = CASE WHEN due > ?1 THEN ?1 ELSE due END WHERE owner IS NOT NULL", vals![now])
+    }
+
+    /// Give back every task this instance claimed, due at `now` (stopping).
+    pub fn release_claims(&self, now: f64) -> Result<()> {
+        self.db.execute("UPDATE tasks SET owner = NULL, due = ?2 WHERE owner = ?1", vals![&self.owner, now])?;
         Ok(())
     }
 
@@ -1077,5 +1083,18 @@ mod tests {
         store.conn().execute("UPDATE schema_version SET version = ?1", vals![SCHEMA_VERSION + 1]).unwrap();
         let e = Store::open_postgres(&pg).err().unwrap();
         assert!(e.contains("written by a newer poormanci"), "{e}");
+    }
+
+    #[test]
+    fn a_killed_processs_claims_are_free_when_sqlite_opens_again() {
+        let dir = temp_dir("claims-after-kill");
+        let s = Store::open(&dir).unwrap();
+        let run = s.add_run(&spec("aaa"), RunState::Triggering, 1.0).unwrap().unwrap();
+        let task = s.add_task(run, &Work::Trigger, 1.0, 1e12).unwrap();
+        assert_eq!(s.claim(crate::engine::now(), 10, None, None).unwrap().len(), 1);
+        drop(s); // as if killed: the claim stays in the file
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.claim(crate::engine::now(), 10, None, None).unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), [task]);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -228,6 +228,10 @@ impl Engine {
             }
             if let Some(deadline) = self.closing {
                 if self.in_flight.is_empty() || Instant::now() >= deadline {
+                    // Work claimed and not done goes back at once, not at the end of its lease.
+                    if let Err(e) = self.store.release_claims(now()) {
+                        warn!("state store: cannot give back the claimed tasks: {e}; they go again when their lease ends");
+                    }
                     return;
                 }
                 continue;
