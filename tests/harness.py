@@ -39,6 +39,12 @@ import zmq
 import messages
 
 CONSUMER = "poormanci.consumer:Integrator"
+# POORMANCI_TEST_STORE=postgresql: make_config gives every state_dir a database
+# of its own on the session's PostgreSQL (tests/postgres.py); default sqlite.
+STORE_ENV = "POORMANCI_TEST_STORE"
+# Seconds a claimed task is held by a hub before another may take it over.
+# Short: tests restart a SIGKILLed hub and wait ~30 s for its work.
+TEST_LEASE = 5
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
 PROBE_TOPIC = "org.fedoraproject.prod.jenkins.build.passed"
 
@@ -63,10 +69,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def store_backend() -> str:
+    """The state store backend the tests run on: ``sqlite`` or ``postgresql``."""
+    backend = os.environ.get(STORE_ENV) or "sqlite"
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"{STORE_ENV}={backend!r}: expected sqlite or postgresql")
+    return backend
+
+
 def make_config(jenkins, pagure, /, state_dir, **overrides) -> dict:
     """A complete poormanci config for these stand-ins. ``overrides``: a key
     without its ``poormanci.`` prefix; ``pagure=`` and ``jenkins=`` are merged
-    into their sections, anything else replaces the value."""
+    into their sections, anything else replaces the value.
+
+    Under POORMANCI_TEST_STORE=postgresql it also has a ``poormanci.store``
+    section: the database of this state_dir (the same folder, the same
+    database) on the session's PostgreSQL."""
     config = {
         "poormanci.enabled": True,
         "poormanci.pagure": {"url": pagure.url, "token": pagure.token, "user": pagure.user,
@@ -83,12 +101,26 @@ def make_config(jenkins, pagure, /, state_dir, **overrides) -> dict:
     }
     if jenkins.user:
         config["poormanci.jenkins"].update(user=jenkins.user, api_token=jenkins.api_token)
+    if store_backend() == "postgresql":
+        import postgres  # only here: the SQLite pass needs no PostgreSQL
+        config["poormanci.store"] = postgres.shared().store_config(state_dir, lease=TEST_LEASE)
     for key, value in overrides.items():
         if key in ("pagure", "jenkins"):
             config[f"poormanci.{key}"].update(value)
         else:
             config[f"poormanci.{key}"] = value
     return config
+
+
+def store_status(config: dict) -> dict:
+    """What the state store of ``config`` holds (``poormanci._core.read_status``:
+    open runs, tasks): the SQLite file in its state_dir, or its PostgreSQL
+    database. Raises RuntimeError while there is no store yet."""
+    from poormanci._core import read_status
+
+    if config.get("poormanci.store", {}).get("backend") == "postgresql":
+        return read_status(config)
+    return read_status(config["poormanci.state_dir"])
 
 
 class Hub:
