@@ -196,10 +196,10 @@ class PostgreSQL:
     def dsn(self, database: str) -> str:
         return f"host=127.0.0.1 port={self.port} dbname={database} user={ROLE}"
 
-    def store_config(self, state_dir, lease: float | None = None) -> dict:
-        """The ``poormanci.store`` section for the database of ``state_dir``
-        (created if need be)."""
-        store = {"backend": "postgresql", "dsn": self.dsn(self.database(database_for(state_dir))),
+    def store_config(self, database: str, lease: float | None = None) -> dict:
+        """The ``poormanci.store`` section for ``database`` (created if need
+        be); ``lease`` in seconds, None for poormanci's default."""
+        store = {"backend": "postgresql", "dsn": self.dsn(self.database(database)),
                  "password_file": str(self.password_file)}
         if lease is not None:
             store["lease"] = lease

@@ -83,11 +83,12 @@ def broker(tmp_path_factory):
 
 
 class ConsumerProcess:
-    """`fedora-messaging consume` with poormanci, its own queue, a log file."""
+    """`fedora-messaging consume` with poormanci, its own queue (or ``queue``,
+    which other consumers may share), a log file."""
 
-    def __init__(self, broker, consumer_config: dict, workdir: Path):
+    def __init__(self, broker, consumer_config: dict, workdir: Path, queue: str | None = None):
         self.broker = broker
-        self.queue = f"poormanci-test-{uuid.uuid4().hex[:8]}"
+        self.queue = queue or f"poormanci-test-{uuid.uuid4().hex[:8]}"
         self.toml = write_toml(workdir / "poormanci.toml", broker.url, self.queue, consumer_config)
         self.log_path = workdir / "consumer.log"
         self.proc: subprocess.Popen | None = None
