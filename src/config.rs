@@ -176,6 +176,26 @@ pub struct Config {
     pub approve: Approve,
     /// `poormanci.web` (status page): read in crate::web::config.
     pub web: crate::web::config::WebConfig,
+    /// `poormanci.store`: where the state lives.
+    pub store: StoreConfig,
+}
+
+/// Where the state lives: SQLite in state_dir (one instance), or a
+/// PostgreSQL database several instances share.
+#[derive(Debug, Clone, Default)]
+pub struct StoreConfig {
+    /// None: SQLite in state_dir.
+    pub postgresql: Option<PostgresConfig>,
+    /// How long a task claimed by one instance is its own: another instance
+    /// takes it over when the lease ends without word (the instance died).
+    pub lease: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// libpq's `key=value` connection string, without a password.
+    pub dsn: String,
+    pub password_file: Option<PathBuf>,
 }
 
 /// What a trusted person's `/ok-to-test` approves.
@@ -243,11 +263,13 @@ const ROOT_KEYS: &[&str] = &[
     "poormanci.retry_deadline",
     "poormanci.approve",
     "poormanci.web",
+    "poormanci.store",
 ];
+const STORE_KEYS: &[&str] = &["backend", "dsn", "password_file", "lease"];
 const PEER_KEYS: &[&str] = &["url", "topic", "timeout", "ca_bundle", "insecure", "concurrency"];
 const PAGURE_KEYS: &[&str] = &["token", "flag_name", "comment", "user", "token_retry", "acl_refresh"];
 const JENKINS_KEYS: &[&str] =
-    &["user", "api_token", "follow", "poll_interval", "max_requests_per_second", "queue_timeout", "build_timeout", "cancel_superseded"];
+    &["user", "api_token", "follow", "poll_interval", "max_requests_per_second", "queue_timeout", "build_timeout", "cancel_superseded", "trigger_route"];
 const COMMAND_KEYS: &[&str] = &["ok_to_test", "retest", "test"];
 const PROJECT_KEYS: &[&str] = &["jobs", "trusted"];
 const JOB_KEYS: &[&str] = &["job", "token", "display_name", "branches", "parameters"];
@@ -325,6 +347,7 @@ impl Checker {
             c.problems.extend(problems);
             Default::default()
         });
+        let store = c.store(root);
 
         if !c.problems.is_empty() {
             return Err(c.problems.clone());
@@ -359,6 +382,7 @@ impl Checker {
             retry_deadline,
             approve,
             web,
+            store,
         })
     }
 }
@@ -498,6 +522,35 @@ impl Checker {
             Some(Value::Bool(b)) => *b,
             Some(_) => self.wrong(&format!("{sect}.{key}"), "True or False").unwrap_or(default),
         }
+    }
+
+    /// `poormanci.store`: the backend and, for PostgreSQL, where and how to connect.
+    fn store(&mut self, root: &Section) -> StoreConfig {
+        let store = self.opt_section(root, "poormanci.store");
+        self.unknown_keys("poormanci.store.", &store, &[STORE_KEYS]);
+        let lease = self.duration("poormanci.store", &store, "lease", 60.0);
+        let postgresql = match self.opt_str("poormanci.store", &store, "backend").as_deref() {
+            None | Some("sqlite") => None,
+            Some("postgresql") => {
+                let dsn = self.req_str("poormanci.store", &store, "dsn");
+                let password_file = self.opt_str("poormanci.store", &store, "password_file").map(PathBuf::from);
+                match dsn.as_deref().map(str::parse::<postgres::Config>) {
+                    None => None,
+                    Some(Err(e)) => {
+                        self.problem(format!("poormanci.store.dsn: not a PostgreSQL connection string ({e})"));
+                        None
+                    }
+                    // Not repeated: the message would show the password.
+                    Some(Ok(c)) if c.get_password().is_some() => {
+                        self.problem("poormanci.store.dsn: has a password in it; put the password in a file named by poormanci.store.password_file");
+                        None
+                    }
+                    Some(Ok(_)) => dsn.map(|dsn| PostgresConfig { dsn, password_file }),
+                }
+            }
+            Some(_) => self.wrong("poormanci.store.backend", "\"sqlite\" or \"postgresql\""),
+        };
+        StoreConfig { postgresql, lease }
     }
 
     fn duration(&mut self, sect: &str, m: &Section, key: &str, default: f64) -> Duration {

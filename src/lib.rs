@@ -8,7 +8,8 @@
 //! - `policy`: every rule, pure: `trigger` (`jobs_for`), `commands`, `trust`,
 //!   `report`, `timing`
 //! - `http`, `jenkins`, `pagure`: thin clients; answers parsed into types
-//! - `store`: SQLite: runs, tasks, seen msg_ids
+//! - `db`: one SQL connection, SQLite or PostgreSQL, the same statements
+//! - `store`: runs, tasks, seen msg_ids (SQLite, or PostgreSQL shared by instances)
 //! - `worker`: runs one task against the peers on tokio
 //! - `engine`: the one thread that owns the state
 //! - `python`: what Python sees: `Core`, `check_config`, `read_status`
@@ -28,6 +29,7 @@ macro_rules! warn { ($($arg:tt)*) => { log_at!(warn, $($arg)*) }; }
 macro_rules! error { ($($arg:tt)*) => { log_at!(error, $($arg)*) }; }
 
 pub mod config;
+pub mod db;
 pub mod engine;
 pub mod event;
 pub mod http;

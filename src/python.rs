@@ -202,10 +202,14 @@ impl Core {
         let (store, peers, lock) = if dry_run {
             (store::Store::open_in_memory(), None, None)
         } else {
-            let lock = store::lock(&cfg.state_dir).map_err(PyRuntimeError::new_err)?;
-            let store = store::Store::open(&cfg.state_dir).map_err(PyRuntimeError::new_err)?;
+            // SQLite: one instance per state_dir. PostgreSQL: any number share the database.
+            let lock = match cfg.store.postgresql {
+                None => Some(store::lock(&cfg.state_dir).map_err(PyRuntimeError::new_err)?),
+                Some(_) => None,
+            };
+            let store = store::Store::open_configured(&cfg).map_err(PyRuntimeError::new_err)?;
             let peers = worker::Peers::new(&cfg).map_err(PyRuntimeError::new_err)?;
-            (store, Some(Arc::new(peers)), Some(lock))
+            (store, Some(Arc::new(peers)), lock)
         };
         for (name, peer) in [("pagure", &cfg.pagure.peer), ("jenkins", &cfg.jenkins.peer)] {
             if peer.insecure && !dry_run {

@@ -98,16 +98,9 @@ impl RunState {
     }
 }
 
-impl rusqlite::types::FromSql for RunState {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let s = v.as_str()?;
-        RunState::parse(s).ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown run state {s:?}").into()))
-    }
-}
-
-impl rusqlite::ToSql for RunState {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
+impl From<RunState> for crate::db::Value {
+    fn from(state: RunState) -> crate::db::Value {
+        state.as_str().into()
     }
 }
 
@@ -143,6 +136,24 @@ impl Work {
             Work::Trust { .. } => Self::TRUST,
             Work::Confirm { .. } => Self::CONFIRM,
             Work::CloseStaleFlag { .. } => Self::CLOSE_STALE_FLAG,
+        }
+    }
+
+    /// Tasks of one class for one PR and job go one at a time, oldest
+    /// first, across instances: its flags (an old pending must not land
+    /// last), and its triggers and cancels (a cancel reaches Jenkins before
+    /// the next trigger).
+    pub fn serial_class(&self) -> Option<&'static str> {
+        match self {
+            Work::Flag(_) => Some("flag"),
+            Work::Trigger | Work::Cancel => Some("jenkins"),
+            Work::Comment { .. }
+            | Work::Follow { .. }
+            | Work::Lookup { .. }
+            | Work::CheckHeadThenReport { .. }
+            | Work::Trust { .. }
+            | Work::Confirm { .. }
+            | Work::CloseStaleFlag { .. } => None,
         }
     }
 
@@ -258,7 +269,7 @@ mod tests {
         assert_eq!(run.flag_uid, "poormanci-d8dced95d1428cc9");
         drop(store);
         let store = Store::open(&dir).unwrap();
-        let new = store.add_run(&run.spec, RunState::Triggering, 0.0).unwrap();
+        let new = store.add_rerun(&run.spec, 0.0).unwrap();
         assert_eq!(store.run(new).unwrap().unwrap().flag_uid, crate::policy::flag_uid(&run.project, run.pr, &run.job));
         assert_eq!(store.run(3).unwrap().unwrap().flag_uid, "poormanci-d8dced95d1428cc9", "still, after a second open");
         drop(store);

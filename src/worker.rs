@@ -107,7 +107,7 @@ pub async fn check_token(cfg: &Config, pagure: &Pagure) -> TokenVerdict {
     check.verdict(cfg.pagure.user.as_deref(), projects.len())
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum TaskResult {
     /// A flag, comment or cancel was delivered.
     Sent,

@@ -418,7 +418,7 @@ def test_status_of_a_new_store_has_nothing_pending(run, tmp_path):
     assert r.returncode == 0
     assert "nothing pending" in r.stdout
     assert json.loads(run("status", "--json", "--state-dir", state).stdout) == {
-        "open_runs": [], "tasks": [], "finished_runs": 0}
+        "backend": "sqlite", "open_runs": [], "tasks": [], "finished_runs": 0}
 
 
 def test_status_without_a_store_is_a_clear_error(run, tmp_path):

@@ -12,7 +12,7 @@ mod on_result;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
@@ -74,10 +74,12 @@ pub struct Engine {
     peers: Option<Arc<Peers>>,
     rt: Handle,
     tx: SyncSender<Input>,
-    /// Task ids in flight, with the key that serializes them (one flag
-    /// request at a time per PR and job, so an old pending cannot land last).
-    in_flight: HashMap<i64, Option<String>>,
-    busy_keys: HashSet<String>,
+    /// Task ids in flight: claimed in the store by this instance (see
+    /// `Store::claim`), their claims renewed while they run.
+    in_flight: HashSet<i64>,
+    last_renewal: f64,
+    /// Task answers handled in a batch whose commit failed: handled again.
+    answers_again: Vec<Input>,
     closing: Option<Instant>,
     last_prune: f64,
     /// Requests the last look at Jenkins took: the next is spaced by it.
@@ -108,8 +110,9 @@ impl Engine {
             peers,
             rt,
             tx,
-            in_flight: HashMap::new(),
-            busy_keys: HashSet::new(),
+            in_flight: HashSet::new(),
+            last_renewal: 0.0,
+            answers_again: Vec::new(),
             closing: None,
             last_prune: 0.0,
             poll_requests: 1,
@@ -149,7 +152,8 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            // Messages kept earlier go first: they waited longest.
+            // Answers and messages kept earlier go first: they waited longest.
+            let mut batch: Vec<Input> = self.answers_again.drain(..).chain(batch).collect();
             let kept: Vec<Unrecorded> = self.unrecorded.drain(..).collect();
             if let Err(e) = self.store.begin() {
                 let why = format!("cannot start a transaction: {e}");
@@ -169,7 +173,20 @@ impl Engine {
                     error!("internal error while handling a message; it was dropped (see the panic message above)");
                 }
             }
-            for input in batch {
+            let mut answers = Vec::new();
+            for input in batch.drain(..) {
+                let input = match input {
+                    // Kept, to be handled again if this transaction does not land.
+                    Input::Done { task, result } => {
+                        answers.push(Input::Done { task, result: result.clone() });
+                        Input::Done { task, result }
+                    }
+                    Input::Polled { results, requests } => {
+                        answers.push(Input::Polled { results: results.clone(), requests });
+                        Input::Polled { results, requests }
+                    }
+                    other => other,
+                };
                 // A bug must cost one input, never the engine thread.
                 if catch_unwind(AssertUnwindSafe(|| self.input(input))).is_err() {
                     error!("internal error while handling an input; it was dropped (see the panic message above)");
@@ -190,6 +207,17 @@ impl Engine {
                 }
                 Err(e) => {
                     let _ = self.store.rollback();
+                    // What the answers did is undone; their tasks are still
+                    // claimed by this instance: handle them again.
+                    for answer in &answers {
+                        let tasks: Vec<i64> = match answer {
+                            Input::Done { task, .. } => vec![*task],
+                            Input::Polled { results, .. } => results.iter().map(|(t, _)| *t).collect(),
+                            _ => Vec::new(),
+                        };
+                        self.in_flight.extend(tasks);
+                    }
+                    self.answers_again = answers;
                     let kept: Vec<Unrecorded> = self.in_batch.drain(..).collect();
                     let why = format!("cannot commit: {e}");
                     for u in kept {
@@ -233,17 +261,14 @@ impl Engine {
     }
 
     /// The store cannot take this batch at all: its messages wait in memory;
-    /// task answers are forgotten (their tasks are still recorded, and go again).
+    /// task answers wait too.
     fn cannot_record(&mut self, batch: Vec<Input>, why: &str) {
         for input in batch {
             match input {
                 Input::Message(msg) => self.keep(Unrecorded { msg, recorded: None, since: 0.0 }, why),
                 Input::Record { msg, recorded } => self.keep(Unrecorded { msg, recorded: Some(recorded), since: 0.0 }, why),
-                Input::Done { task, .. } => {
-                    if let Some(Some(key)) = self.in_flight.remove(&task) {
-                        self.busy_keys.remove(&key);
-                    }
-                }
+                // Handled once the store works again.
+                answer @ (Input::Done { .. } | Input::Polled { .. }) => self.answers_again.push(answer),
                 other => self.handle(other),
             }
         }
@@ -283,8 +308,8 @@ impl Engine {
                 let _ = reply.send(self.explain(&msg));
             }
             Input::Idle(reply) => {
-                let due = self.store.next_due().ok().flatten().is_some_and(|d| d <= now());
-                let _ = reply.send(self.in_flight.is_empty() && !due);
+                let due = self.store.any_due(now()).unwrap_or(false);
+                let _ = reply.send(self.in_flight.is_empty() && self.answers_again.is_empty() && !due);
             }
             Input::Close(deadline) => self.closing = Some(deadline),
         }
@@ -292,6 +317,15 @@ impl Engine {
 
     fn housekeeping(&mut self) {
         let t = now();
+        // Claims of tasks in flight outlive a slow peer; a third of the
+        // lease leaves room for a slow store.
+        if t - self.last_renewal > self.cfg.store.lease.as_secs_f64() / 3.0 {
+            self.last_renewal = t;
+            let tasks: Vec<i64> = self.in_flight.iter().copied().collect();
+            if let Err(e) = self.store.renew(&tasks, t) {
+                warn!("state store: cannot renew the claims on {} task(s) in flight: {e}", tasks.len());
+            }
+        }
         if t - self.last_prune > 3600.0 {
             self.last_prune = t;
             if let Err(e) = self.store.prune(t, self.cfg.web.keep_runs_secs()) {
@@ -315,13 +349,13 @@ impl Engine {
     }
 
     fn add_flag(&mut self, run: &Run, flag: Flag) {
-        // The newest flag for a PR and job replaces any not yet sent.
-        for old in self.store.tasks_of_pr(&run.project, run.pr, &run.job, Work::FLAG).unwrap_or_default() {
-            if !self.in_flight.contains_key(&old) {
-                let _ = self.store.delete_task(old);
-            }
+        // The newest flag for a PR and job replaces any not yet sent (one
+        // in flight, here or elsewhere, is let be: the new one goes after it).
+        let t = now();
+        if let Err(e) = self.store.delete_unclaimed_of_pr(&run.project, run.pr, &run.job, Work::FLAG, t) {
+            warn!("state store: cannot drop the older flags of {}#{} {}: {e}", run.project, run.pr, run.job);
         }
-        self.add_work(run.id, Work::Flag(flag), now());
+        self.add_work(run.id, Work::Flag(flag), t);
     }
 
     /// A flag task for the same PR and job recorded after this one.
@@ -331,41 +365,21 @@ impl Engine {
 
     // ---- sending work -----------------------------------------------------
 
-    /// Tasks with the same key run one at a time, in order: the flags of a
-    /// PR and job (an old pending must not land last), and its triggers and
-    /// cancels (a cancel must reach Jenkins before the next trigger).
-    fn serial_key(task: &Task, run: &Run) -> Option<String> {
-        let class = match task.work {
-            Work::Flag(_) => "flag",
-            Work::Trigger | Work::Cancel => "jenkins",
-            Work::Comment { .. }
-            | Work::Follow { .. }
-            | Work::Lookup { .. }
-            | Work::CheckHeadThenReport { .. }
-            | Work::Trust { .. }
-            | Work::Confirm { .. }
-            | Work::CloseStaleFlag { .. } => return None,
-        };
-        Some(format!("{class}:{}#{}:{}", run.project, run.pr, run.job))
-    }
-
+    /// Claim the due tasks (no other instance takes them while this one
+    /// works on them) and send them; follows go by job, in one look each.
     fn dispatch(&mut self) {
         let Some(peers) = self.peers.clone() else { return };
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             return;
         }
-        let due = match self.store.due_tasks(now(), MAX_IN_FLIGHT + self.in_flight.len()) {
+        let t = now();
+        let due = match self.store.claim(t, MAX_IN_FLIGHT - self.in_flight.len(), None, None) {
             Ok(due) => due,
-            Err(e) => return error!("state store: cannot read due tasks: {e}"),
+            Err(e) => return error!("state store: cannot claim due tasks: {e}"),
         };
         let mut due_jobs = HashSet::new();
+        let mut follows = Vec::new();
         for task in due {
-            if self.in_flight.len() >= MAX_IN_FLIGHT {
-                break;
-            }
-            if self.in_flight.contains_key(&task.id) {
-                continue;
-            }
             let run = match self.store.run(task.run) {
                 Ok(Some(run)) => run,
                 _ => {
@@ -375,24 +389,19 @@ impl Engine {
             };
             if matches!(task.work, Work::Follow { .. }) {
                 due_jobs.insert(run.job.clone());
+                follows.push((task.id, run));
                 continue;
             }
             if task.work == Work::Cancel && !self.may_withdraw(&run) {
                 let _ = self.store.delete_task(task.id);
                 continue;
             }
-            let key = Self::serial_key(&task, &run);
-            if let Some(k) = &key {
-                if !self.busy_keys.insert(k.clone()) {
-                    continue;
-                }
-            }
             if let Work::Comment { text, tried: false } = &task.work {
                 // Recorded (autocommit) before the POST: a comment that may
                 // have reached Pagure is looked for before it is sent again.
                 let _ = self.store.set_work(task.id, &Work::Comment { text: text.clone(), tried: true });
             }
-            self.in_flight.insert(task.id, key);
+            self.in_flight.insert(task.id);
             let (cfg, peers, tx, id) = (self.cfg.clone(), peers.clone(), self.tx.clone(), task.id);
             let job = self.rt.spawn(worker::execute(cfg, peers, task, run));
             // A second task reports back even if the first one panicked.
@@ -402,30 +411,24 @@ impl Engine {
             });
         }
         if !due_jobs.is_empty() {
-            self.poll(peers, due_jobs);
+            self.poll(peers, due_jobs, follows, t);
         }
     }
 
     /// Look at the jobs with a follow due, once each: every follow of those
     /// jobs goes along (one request answers for all of a job's builds), and
-    /// so do jobs due a moment later, so that follows keep one rhythm and
-    /// the queue is read once for all of them.
-    fn poll(&mut self, peers: Arc<Peers>, mut due_jobs: HashSet<String>) {
-        let soon = now() + self.cfg.jenkins.poll_interval.as_secs_f64() / 4.0;
-        let mut pending = Vec::new();
-        for task in self.store.tasks_of_kind(Work::FOLLOW).unwrap_or_default() {
-            if self.in_flight.contains_key(&task.id) {
-                continue;
+    /// so do follows due a moment later, so that follows keep one rhythm
+    /// and the queue is read once for all of them.
+    fn poll(&mut self, peers: Arc<Peers>, due_jobs: HashSet<String>, mut follows: Vec<(i64, Run)>, t: f64) {
+        let soon = t + self.cfg.jenkins.poll_interval.as_secs_f64() / 4.0;
+        let jobs: Vec<String> = due_jobs.into_iter().collect();
+        for task in self.store.claim(soon, MAX_IN_FLIGHT, Some(Work::FOLLOW), Some(&jobs)).unwrap_or_default() {
+            if let Ok(Some(run)) = self.store.run(task.run) {
+                follows.push((task.id, run));
             }
-            let Ok(Some(run)) = self.store.run(task.run) else { continue };
-            if task.due <= soon {
-                due_jobs.insert(run.job.clone());
-            }
-            pending.push((task.id, run));
         }
-        let follows: Vec<(i64, Run)> = pending.into_iter().filter(|(_, run)| due_jobs.contains(&run.job)).collect();
         for (id, _) in &follows {
-            self.in_flight.insert(*id, None);
+            self.in_flight.insert(*id);
         }
         let tx = self.tx.clone();
         self.rt.spawn(async move {

@@ -59,7 +59,9 @@ impl Engine {
         let mut anchor = None;
         for spec in specs {
             match self.store.add_run(&spec, if go { RunState::Triggering } else { RunState::Gated }, t) {
-                Ok(run) => {
+                // Another instance recorded this build first (from another message of the same push).
+                Ok(None) => debug!("msg {id} {topic}: {} for {}#{} at {} is already recorded", spec.job, spec.project, spec.pr, policy::short(spec.commit.as_deref())),
+                Ok(Some(run)) => {
                     let verb = if go { "trigger" } else { "gate" };
                     info!("msg {id} {topic}: {verb} {} for {}#{} by {author} at {} (run {run})", spec.job, spec.project, spec.pr, policy::short(spec.commit.as_deref()));
                     web::history::reason(&self.store, run, &web::history::reason_of_topic(topic, author));
@@ -192,7 +194,8 @@ impl Engine {
         if anchor.is_none() {
             for job in policy::jobs_for(&cfg, &spec.project, &spec.target_branch) {
                 match self.store.add_run(&RunSpec { job: job.job.clone(), ..spec.clone() }, RunState::Gated, t) {
-                    Ok(run) => {
+                    Ok(None) => anchor = anchor.or(self.store.latest_run_of_pr(&spec.project, spec.pr).ok().flatten()),
+                    Ok(Some(run)) => {
                         web::history::reason(&self.store, run, &format!("comment by {user} on a pull request not seen before"));
                         anchor = anchor.or(Some(run))
                     }
@@ -247,7 +250,7 @@ impl Engine {
         if open.iter().any(|r| r.job == spec.job && r.commit == spec.commit && r.state != RunState::Gated) {
             return debug!("{}#{}: {} at {} is already queued or running", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
         }
-        match self.store.add_run(&spec, RunState::Triggering, t) {
+        match self.store.add_rerun(&spec, t) {
             Ok(run) => {
                 info!("{}#{}: {user} asked: trigger {} at {} (run {run})", spec.project, spec.pr, spec.job, policy::short(spec.commit.as_deref()));
                 web::history::reason(&self.store, run, why);
@@ -288,7 +291,7 @@ impl Engine {
         match self.store.tasks_of_run(run, Work::FOLLOW) {
             Ok(tasks) if !tasks.is_empty() => {
                 for task in tasks {
-                    if self.in_flight.contains_key(&task.id) {
+                    if self.in_flight.contains(&task.id) {
                         // Its look may have been answered before the end:
                         // look again as soon as it is back.
                         self.look_again.insert(task.id);

@@ -12,9 +12,7 @@ use crate::worker::TaskResult;
 
 impl Engine {
     pub(super) fn done(&mut self, id: i64, result: TaskResult) {
-        if let Some(Some(key)) = self.in_flight.remove(&id) {
-            self.busy_keys.remove(&key);
-        }
+        self.in_flight.remove(&id);
         let (Ok(Some(task)), t) = (self.store.task(id), now()) else { return };
         let Ok(Some(run)) = self.store.run(task.run) else {
             let _ = self.store.delete_task(id);
@@ -272,7 +270,16 @@ impl Engine {
                     }
                     if c.repo != run.repo || c.source_branch != run.source_branch || c.commit != run.commit {
                         // (A message without a commit, from an older Pagure, gets Pagure's head.)
-                        let _ = self.store.set_source(run.id, &c.repo, &c.source_branch, c.commit.as_deref());
+                        match self.store.set_source(run.id, &c.repo, &c.source_branch, c.commit.as_deref()) {
+                            Err(e) if e.kind == crate::db::ErrorKind::Conflict => {
+                                // Another instance has this build, from another message of the same push.
+                                debug!("run {} ({} for {}#{}): {} is already built by another run", run.id, run.job, run.project, run.pr, policy::short(c.commit.as_deref()));
+                                let _ = self.store.finish(run.id, &serde_json::json!({"not_built": "another run builds this commit"}), t);
+                                continue;
+                            }
+                            Err(e) => error!("run {}: state store: cannot record what Pagure says it builds: {e}", run.id),
+                            Ok(()) => {}
+                        }
                     }
                     self.trigger_now(run.id, t);
                 }

@@ -119,7 +119,7 @@ pub fn retry(task: &Task) {
 /// Jenkins took a trigger: call before the task row is deleted (its age is the latency).
 pub fn triggered(store: &Store, task: &Task, run: &Run, now: f64) {
     METRICS.triggers.with_label_values(&[&run.project, &run.job, "queued"]).inc();
-    let created: Option<f64> = store.conn().query_row("SELECT created FROM tasks WHERE id = ?1", [task.id], |r| r.get(0)).ok().flatten();
+    let created: Option<f64> = store.conn().value("SELECT created FROM tasks WHERE id = ?1", crate::db::vals![task.id]).ok().flatten();
     if let Some(created) = created {
         METRICS.trigger_latency.with_label_values(&[&run.project]).observe((now - created).max(0.0));
     }
@@ -140,7 +140,7 @@ pub fn delivered(store: &Store, task: &Task, run: &Run, now: f64) {
     if !matches!(&task.work, Work::Flag(f) if f.status != FlagStatus::Pending) {
         return;
     }
-    let finished: Option<f64> = store.conn().query_row("SELECT finished FROM runs WHERE id = ?1", [run.id], |r| r.get(0)).ok().flatten();
+    let finished: Option<f64> = store.conn().value("SELECT finished FROM runs WHERE id = ?1", crate::db::vals![run.id]).ok().flatten();
     if let Some(finished) = finished {
         METRICS.flag_latency.with_label_values(&[&run.project]).observe((now - finished).max(0.0));
     }

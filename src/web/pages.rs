@@ -304,7 +304,7 @@ mod tests {
     #[test]
     fn text_from_the_bus_is_escaped_and_secrets_hidden() {
         let store = crate::store::Store::open_in_memory();
-        let db = store.conn();
+        let db = store.conn().sqlite().unwrap();
         let spec = crate::policy::RunSpec {
             project: "pungi".into(),
             pr: 5,
@@ -315,7 +315,7 @@ mod tests {
             target_branch: "master".into(),
             pr_url: "javascript:alert(1)".into(),
         };
-        let run = store.add_run(&spec, crate::work::RunState::Triggering, 1000.0).unwrap();
+        let run = store.add_run(&spec, crate::work::RunState::Triggering, 1000.0).unwrap().unwrap();
         store.add_task(run, &crate::work::Work::Trigger, 1000.0, 5000.0).unwrap();
         db.execute("UPDATE tasks SET attempts = 2, last_error = 'POST /job/pungi-pr: 500: token BEEFCAFE refused'", []).unwrap();
         db.execute("INSERT INTO pull_requests VALUES ('pungi', 5, '<script>alert(1)</script>', '\"><b>x', 1.0)", []).unwrap();
