@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.requirements-stamp
 PYTHON  ?= python3
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test test-postgresql clean
 
 # Re-run maturin every time: ~2 s warm, and it picks up edits under src/ and python/.
 # Its pip chatter goes to a log, shown only when it fails.
@@ -29,10 +29,24 @@ demo: venv
 	$(PY) scripts/demo.py
 
 # cargo test must not build pyo3 as an extension module (undefined Py* symbols at link).
+# pytest twice: on the SQLite store, then on PostgreSQL (skipped, saying why,
+# when this machine has no PostgreSQL server binaries).
 test: venv
 	env -u PYO3_BUILD_EXTENSION_MODULE cargo test
 	MYPYPATH=python $(PY) -m mypy.stubtest poormanci._core
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	@if reason=$$($(PY) tests/postgres.py missing); then \
+		echo '$(PG_PYTEST)'; $(PG_PYTEST); \
+	else \
+		echo "SKIPPED the PostgreSQL pass: $$reason"; \
+	fi
+
+# The end-to-end suite on the PostgreSQL store: a private server for the
+# session (tests/postgres.py), a database per state_dir; tests about the
+# SQLite file itself are left out; tests/test_instances.py runs only here.
+PG_PYTEST = POORMANCI_TEST_STORE=postgresql $(PY) -m pytest -q tests -m "not sqlite_only" $(PYTEST_ARGS)
+test-postgresql: venv
+	$(PG_PYTEST)
 
 clean:
 	rm -rf $(VENV)

@@ -333,6 +333,15 @@ impl Store {
         Ok(store)
     }
 
+    /// The shared PostgreSQL store as it is, for reading (`poormanci status`,
+    /// `check-config`): nothing made or migrated, every transaction read-only.
+    /// Its schema may be missing, older or newer (see `schema_version`).
+    pub fn read_postgres(pg: &PostgresConfig) -> Result<Store> {
+        let db = db::connect_postgres(pg, "poormanci status")?;
+        db.batch("SET default_transaction_read_only = on")?;
+        Ok(Store::new(db))
+    }
+
     /// The store in `dir`, made if new. A damaged one (not a database, or
     /// failing `PRAGMA quick_check`) is kept aside and replaced by an empty
     /// one, with one ERROR line: poormanci keeps working for new messages.
@@ -381,7 +390,7 @@ impl Store {
         match checked {
             Ok(check) if check == "ok" => {
                 // This process holds state_dir alone: claims a killed one left are free.
-                if let Err(e) = store.db.execute("UPDATE tasks SET owner = NULL WHERE owner IS NOT NULL", &[]) {
+                if let Err(e) = store.release_claims_of_anyone(crate::engine::now()) {
                     return Err((e.into(), Some(store)));
                 }
                 Ok(store)
@@ -396,15 +405,6 @@ impl Store {
         let db = Connection::open_with_flags(dir.join(FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Store::new(Conn::Sqlite(db)))
-    }
-
-    /// The shared PostgreSQL store as it is, never written to and never
-    /// migrated (`poormanci status`, `check-config`): its schema may be
-    /// missing, older or newer (see `schema_version`).
-    pub fn open_postgres_read_only(pg: &PostgresConfig) -> Result<Store> {
-        let db = db::connect_postgres(pg, "poormanci-cli")?;
-        db.batch("SET default_transaction_read_only = on")?;
-        Ok(Store::new(db))
     }
 
     /// A store that forgets everything when dropped (dry runs, tests).
@@ -512,6 +512,30 @@ impl Store {
 
     pub fn rollback(&self) -> Result<()> {
         self.db.batch("ROLLBACK")
+    }
+
+    /// Mark where one input's statements begin (PostgreSQL: a failed
+    /// statement aborts the transaction; SQLite goes on, so it needs none).
+    pub fn savepoint(&self) -> Result<()> {
+        match self.db.backend() {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgresql => self.db.batch("SAVEPOINT input"),
+        }
+    }
+
+    /// Err when a statement since the savepoint failed.
+    pub fn release_savepoint(&self) -> Result<()> {
+        match self.db.backend() {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgresql => self.db.batch("RELEASE SAVEPOINT input"),
+        }
+    }
+
+    pub fn rollback_to_savepoint(&self) -> Result<()> {
+        match self.db.backend() {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgresql => self.db.batch("ROLLBACK TO SAVEPOINT input"),
+        }
     }
 
     /// Record a msg_id; false when it was already seen (by any instance).
@@ -710,9 +734,15 @@ impl Store {
         Ok(())
     }
 
-    /// Give back a claimed task untried, due at `due`.
-    pub fn unclaim(&self, id: i64, due: f64) -> Result<()> {
-        self.db.execute("UPDATE tasks SET owner = NULL, due = ?2 WHERE id = ?1", vals![id, due])?;
+    /// Give back every claimed task, due now (a SQLite store is this
+    /// process's alone: claims found at start are a killed process's).
+    fn release_claims_of_anyone(&self, now: f64) -> Result<usize> {
+        self.db.execute("UPDATE tasks SET owner = NULL, due = CASE WHEN due > ?1 THEN ?1 ELSE due END WHERE owner IS NOT NULL", vals![now])
+    }
+
+    /// Give back every task this instance claimed, due at `now` (stopping).
+    pub fn release_claims(&self, now: f64) -> Result<()> {
+        self.db.execute("UPDATE tasks SET owner = NULL, due = ?2 WHERE owner = ?1", vals![&self.owner, now])?;
         Ok(())
     }
 
@@ -1086,5 +1116,18 @@ mod tests {
         store.conn().execute("UPDATE schema_version SET version = ?1", vals![SCHEMA_VERSION + 1]).unwrap();
         let e = Store::open_postgres(&pg).err().unwrap();
         assert!(e.contains("written by a newer poormanci"), "{e}");
+    }
+
+    #[test]
+    fn a_killed_processs_claims_are_free_when_sqlite_opens_again() {
+        let dir = temp_dir("claims-after-kill");
+        let s = Store::open(&dir).unwrap();
+        let run = s.add_run(&spec("aaa"), RunState::Triggering, 1.0).unwrap().unwrap();
+        let task = s.add_task(run, &Work::Trigger, 1.0, 1e12).unwrap();
+        assert_eq!(s.claim(crate::engine::now(), 10, None, None).unwrap().len(), 1);
+        drop(s); // as if killed: the claim stays in the file
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.claim(crate::engine::now(), 10, None, None).unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), [task]);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -70,7 +70,7 @@ pub fn status(cfg: &Config) -> Result<Value, String> {
     };
     let place = describe_postgres(pg);
     let cannot = |e: &dyn std::fmt::Display| format!("cannot read the state store ({place}): {e}");
-    let store = Store::open_postgres_read_only(pg).map_err(|e| cannot(&e))?;
+    let store = Store::read_postgres(pg).map_err(|e| cannot(&e))?;
     match store.schema_version().map_err(|e| cannot(&e))? {
         0 => return Err(format!("no state store in {place} yet (poormanci makes it when it first starts with this config)")),
         v if v > SCHEMA_VERSION => return Err(cannot(&newer(v))),
@@ -100,7 +100,7 @@ pub fn check(cfg: &Config) -> Verdict {
     let Some(pg) = &cfg.store.postgresql else { return Verdict::default() };
     let place = describe_postgres(pg);
     let problem = |why: String| Verdict { problems: vec![format!("poormanci.store: {why}")], summary: None };
-    let store = match Store::open_postgres_read_only(pg) {
+    let store = match Store::read_postgres(pg) {
         Ok(store) => store,
         Err(e) => return problem(format!("cannot connect to {place}: {e}")),
     };

@@ -39,6 +39,12 @@ import zmq
 import messages
 
 CONSUMER = "poormanci.consumer:Integrator"
+# POORMANCI_TEST_STORE=postgresql: make_config gives every state_dir a database
+# of its own on the session's PostgreSQL (tests/postgres.py); default sqlite.
+STORE_ENV = "POORMANCI_TEST_STORE"
+# Seconds a claimed task is held by a hub before another may take it over.
+# Short: tests restart a SIGKILLed hub and wait ~30 s for its work.
+TEST_LEASE = 5
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
 PROBE_TOPIC = "org.fedoraproject.prod.jenkins.build.passed"
 
@@ -63,10 +69,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def store_backend() -> str:
+    """The state store backend the tests run on: ``sqlite`` or ``postgresql``."""
+    backend = os.environ.get(STORE_ENV) or "sqlite"
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"{STORE_ENV}={backend!r}: expected sqlite or postgresql")
+    return backend
+
+
 def make_config(jenkins, pagure, /, state_dir, **overrides) -> dict:
     """A complete poormanci config for these stand-ins. ``overrides``: a key
     without its ``poormanci.`` prefix; ``pagure=`` and ``jenkins=`` are merged
-    into their sections, anything else replaces the value."""
+    into their sections, anything else replaces the value.
+
+    Under POORMANCI_TEST_STORE=postgresql it also has a ``poormanci.store``
+    section: the database of this state_dir (the same folder, the same
+    database) on the session's PostgreSQL."""
     config = {
         "poormanci.enabled": True,
         "poormanci.pagure": {"url": pagure.url, "token": pagure.token, "user": pagure.user,
@@ -83,6 +101,10 @@ def make_config(jenkins, pagure, /, state_dir, **overrides) -> dict:
     }
     if jenkins.user:
         config["poormanci.jenkins"].update(user=jenkins.user, api_token=jenkins.api_token)
+    if store_backend() == "postgresql":
+        import postgres  # only here: the SQLite pass needs no PostgreSQL
+        config["poormanci.store"] = postgres.shared().store_config(postgres.database_for(state_dir),
+                                                                       lease=TEST_LEASE)
     for key, value in overrides.items():
         if key in ("pagure", "jenkins"):
             config[f"poormanci.{key}"].update(value)
@@ -91,18 +113,32 @@ def make_config(jenkins, pagure, /, state_dir, **overrides) -> dict:
     return config
 
 
+def store_status(config: dict) -> dict:
+    """What the state store of ``config`` holds (``poormanci._core.read_status``:
+    open runs, tasks): the SQLite file in its state_dir, or its PostgreSQL
+    database. Raises RuntimeError while there is no store yet."""
+    from poormanci._core import read_status
+
+    if config.get("poormanci.store", {}).get("backend") == "postgresql":
+        return read_status(config)
+    return read_status(config["poormanci.state_dir"])
+
+
 class Hub:
     """The real fedmsg-hub running poormanci with ``config`` (the poormanci.* keys).
 
     ``workdir`` holds fedmsg.d/ and hub.log (a new temp folder by default).
     ``consumer`` is the consumer whose loading ``start()`` insists on;
     ``args`` extra command-line arguments for fedmsg-hub, ``env`` extra
-    environment variables (bench/ uses both for its probe).
+    environment variables (bench/ uses both for its probe). ``bus``: another
+    Hub whose publisher this one listens to as well (several hubs hearing
+    every message, as fedmsg hubs all hear every endpoint); its ``publish``
+    then reaches them all.
     """
 
     def __init__(self, config: dict, workdir: str | Path | None = None, *,
                  consumer: str = CONSUMER, workers: int | None = None, args=(),
-                 env: dict | None = None):
+                 env: dict | None = None, bus: "Hub | None" = None):
         self.config = dict(config)
         self.args, self.extra_env = list(args), dict(env or {})
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="poormanci-hub-"))
@@ -111,10 +147,13 @@ class Hub:
         self.consumer = consumer
         self.workers = workers
         self.proc: subprocess.Popen | None = None
-        self._ctx = zmq.Context()
-        self._pub = self._ctx.socket(zmq.PUB)
-        self._pub.setsockopt(zmq.LINGER, 0)
-        self.endpoint_port = self._pub.bind_to_random_port("tcp://127.0.0.1")
+        if bus is None:
+            self._ctx: zmq.Context | None = zmq.Context()
+            self._pub = self._ctx.socket(zmq.PUB)
+            self._pub.setsockopt(zmq.LINGER, 0)
+            self.endpoint_port = self._pub.bind_to_random_port("tcp://127.0.0.1")
+        else:  # the other hub's socket: it closes it
+            self._ctx, self._pub, self.endpoint_port = None, bus._pub, bus.endpoint_port
         self.publish_port = free_port()
         self._log_start = 0  # log offset where the current run began
         self._write_config()
@@ -177,6 +216,11 @@ class Hub:
                                          stderr=subprocess.STDOUT, start_new_session=True)
         if not ready:
             return self
+        return self.wait_ready(timeout, probe=probe, enabled=enabled)
+
+    def wait_ready(self, timeout: float = 30.0, *, probe: bool = True, enabled: bool = True) -> "Hub":
+        """What ``start()`` waits for (several hubs can be launched with
+        ``ready=False`` first, then waited for one by one)."""
         word = "enabled" if enabled else "disabled"
         self.wait_for_log(rf"{word} by config\s+-\s+{re.escape(self.consumer)}", timeout)
         self.wait_for_log(r"Running the MokshaHub reactor", timeout)
@@ -229,10 +273,11 @@ class Hub:
         return self.start(timeout)
 
     def close(self):
-        """Stop the hub and the publisher (the Hub cannot be started again)."""
+        """Stop the hub and its publisher (the Hub cannot be started again)."""
         self.stop()
-        self._pub.close()
-        self._ctx.term()
+        if self._ctx is not None:
+            self._pub.close()
+            self._ctx.term()
 
     def __enter__(self):
         return self.start()

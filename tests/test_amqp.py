@@ -23,8 +23,8 @@ pika = pytest.importorskip("pika")
 import messages  # noqa: E402
 import rabbitmq  # noqa: E402
 from fedora_messaging.exceptions import HaltConsumer, Nack  # noqa: E402
-from harness import wait_until  # noqa: E402
-from poormanci._core import Core, read_status  # noqa: E402
+from harness import store_status, wait_until  # noqa: E402
+from poormanci._core import Core  # noqa: E402
 
 FEDORA_MESSAGING = Path(sys.prefix) / "bin" / "fedora-messaging"
 CALLBACK = "poormanci.amqp:Consumer"
@@ -83,11 +83,12 @@ def broker(tmp_path_factory):
 
 
 class ConsumerProcess:
-    """`fedora-messaging consume` with poormanci, its own queue, a log file."""
+    """`fedora-messaging consume` with poormanci, its own queue (or ``queue``,
+    which other consumers may share), a log file."""
 
-    def __init__(self, broker, consumer_config: dict, workdir: Path):
+    def __init__(self, broker, consumer_config: dict, workdir: Path, queue: str | None = None):
         self.broker = broker
-        self.queue = f"poormanci-test-{uuid.uuid4().hex[:8]}"
+        self.queue = queue or f"poormanci-test-{uuid.uuid4().hex[:8]}"
         self.toml = write_toml(workdir / "poormanci.toml", broker.url, self.queue, consumer_config)
         self.log_path = workdir / "consumer.log"
         self.proc: subprocess.Popen | None = None
@@ -259,10 +260,10 @@ def test_consumer_stops_cleanly_on_sigterm_and_work_survives(jenkins, pagure, ma
     proc = consumer(config)
     msg_id = publish_envelope(broker, messages.pr_new(pr))
     proc.wait_for_log(f"msg {msg_id} ")
-    wait_until(lambda: any(t["attempts"] for t in read_status(config["poormanci.state_dir"])["tasks"]), 30,
+    wait_until(lambda: any(t["attempts"] for t in store_status(config)["tasks"]), 30,
                "the trigger to fail once")
     assert proc.stop() == 0
-    [task] = read_status(config["poormanci.state_dir"])["tasks"]
+    [task] = store_status(config)["tasks"]
     assert (task["kind"], task["pr"]) == ("trigger", pr["id"])
 
     # The next consumer on the same state_dir resumes it once Jenkins is back.
@@ -272,6 +273,7 @@ def test_consumer_stops_cleanly_on_sigterm_and_work_survives(jenkins, pagure, ma
                "the resumed trigger")
 
 
+@pytest.mark.sqlite_only("another process write-locks the SQLite file")
 def test_a_kill_in_a_burst_loses_nothing_and_builds_nothing_twice(jenkins, pagure, make_config, consumer, broker):
     """A message is acknowledged only once the state store recorded it: SIGKILL
     in the middle of a burst of 200 PRs, start again: 200 builds, none twice."""
@@ -322,6 +324,7 @@ def test_a_bad_consumer_config_exits_with_the_problems(jenkins, pagure, make_con
     assert "Traceback" not in log
 
 
+@pytest.mark.sqlite_only("the state_dir lock of the SQLite store")
 def test_a_locked_state_dir_exits_with_one_line(jenkins, pagure, make_config, consumer):
     config = make_config(jenkins, pagure)
     hub = Core(config)  # another poormanci holds state_dir/lock

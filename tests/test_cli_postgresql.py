@@ -1,6 +1,8 @@
 """The `poormanci` command on a PostgreSQL state store: status, check-config
-and migrate-state, run as a user runs them, against a private PostgreSQL
-(tests/postgres.py) and state made by the real core."""
+and migrate-state, run as a user runs them, against the session's private
+PostgreSQL (the ``postgresql`` fixture, tests/postgres.py; skipped with the
+reason where there is none) and state made by the real core. They choose
+their store themselves, so they run in the SQLite pass."""
 
 from __future__ import annotations
 
@@ -20,15 +22,6 @@ from harness import free_port, wait_until
 from test_cli import NEW_PR, ROOT, run, write_confd  # noqa: F401 (run is a fixture)
 
 TABLES = ["seen", "runs", "tasks", "approvals", "pull_requests"]
-
-
-@pytest.fixture(scope="module")
-def postgresql():
-    """The session's PostgreSQL; skips the test when none can be started here."""
-    reason = postgres.missing()
-    if reason:
-        pytest.skip(reason)
-    return postgres.shared()
 
 
 def pg_config(jenkins, pagure, server, state_dir, /, **overrides) -> dict:

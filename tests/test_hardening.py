@@ -120,6 +120,7 @@ def damage_a_page(db: Path, table: str):
         f.write(b"\xa5" * page_size)
 
 
+@pytest.mark.sqlite_only("a damaged SQLite file is set aside")
 def test_a_damaged_state_store_is_kept_aside_and_the_hub_goes_on(jenkins, pagure, make_config, hub_factory,
                                                                   tmp_path, wait_until):
     config = make_config(jenkins, pagure)
@@ -153,6 +154,7 @@ def umask_zero():
     os.umask(old)
 
 
+@pytest.mark.sqlite_only("the modes of the SQLite file, its WAL and SHM")
 def test_state_dir_is_0700_and_its_files_0600_whatever_the_umask(jenkins, pagure, make_config, tmp_path,
                                                                  umask_zero):
     config = make_config(jenkins, pagure, state_dir=tmp_path / "var" / "state")
@@ -177,6 +179,7 @@ def test_state_dir_is_0700_and_its_files_0600_whatever_the_umask(jenkins, pagure
         core.close()
 
 
+@pytest.mark.sqlite_only("the state_dir lock of the SQLite store")
 def test_close_releases_the_state_dir_lock(jenkins, pagure, make_config):
     config = make_config(jenkins, pagure)
     first = Core(config)

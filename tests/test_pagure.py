@@ -13,17 +13,16 @@ from pathlib import Path
 import pytest
 
 import messages
-from harness import decided, wait_until
-from poormanci._core import read_status
+from harness import decided, store_status, wait_until
 from standins import FakeJenkins
 from standins.pagure import CI_ACLS, COMMIT_FLAG
 
 POORMANCI = Path(sys.prefix) / "bin" / "poormanci"
 
 
-def tasks(state_dir) -> list[dict]:
+def tasks(config) -> list[dict]:
     try:
-        return read_status(str(state_dir))["tasks"]
+        return store_status(config)["tasks"]
     except RuntimeError:  # not made yet
         return []
 
@@ -37,19 +36,19 @@ def bot_comments(pagure, project, pr_id):
 def test_reports_refused_for_the_token_wait_and_go_after_a_restart(jenkins, pagure, make_config, hub_factory):
     pagure.add_token("EXPIRED-0042", CI_ACLS, user="cibot", expired=True)
     config = make_config(jenkins, pagure, pagure={"token": "EXPIRED-0042"})
-    state = Path(config["poormanci.state_dir"])
     hub = hub_factory(config)
     hub.wait_for_log(r"ERROR poormanci .*poormanci.pagure.token: Pagure refuses it .*Expired token")
     pr = pagure.add_pr("pungi", 20, author="alice")
     hub.publish(messages.pr_new(pr))
     wait_until(lambda: [b for b in jenkins.builds("pungi-pr") if b["result"] == "SUCCESS"], message="the build")
     # The result's flag and comment are kept, marked as waiting for a token.
-    kept = wait_until(lambda: sorted(t["kind"] for t in tasks(state) if t["waiting_for_token"]) == ["comment", "flag"]
-                      and tasks(state), 20, "the result's flag and comment kept")
+    kept = wait_until(lambda: sorted(t["kind"] for t in tasks(config) if t["waiting_for_token"]) == ["comment", "flag"]
+                      and tasks(config), 20, "the result's flag and comment kept")
     assert {t["kind"] for t in kept} == {"comment", "flag"}, kept
     assert pagure.flags("pungi", 20) == [] and bot_comments(pagure, "pungi", 20) == []
-    status = subprocess.run([str(POORMANCI), "status", "--state-dir", str(state)], capture_output=True,
-                            text=True, timeout=60)
+    # As an operator runs it: with the hub's config (whichever store it names).
+    status = subprocess.run([str(POORMANCI), "status", "--config-dir", str(hub.workdir / "fedmsg.d")],
+                            capture_output=True, text=True, timeout=60)
     assert status.stdout.count("waiting for a working Pagure token (refused with 401/403)") == 2, status.stdout
     assert "2 report(s) waiting for a working Pagure token" in status.stdout
     assert "EXPIRED-0042" not in hub.log_text()
@@ -60,7 +59,7 @@ def test_reports_refused_for_the_token_wait_and_go_after_a_restart(jenkins, pagu
     (flag,) = wait_until(lambda: pagure.flags("pungi", 20), 15, "the kept flag")
     assert flag["status"] == "success" and flag["comment"].startswith("Build 1 successful")
     wait_until(lambda: bot_comments(pagure, "pungi", 20), 15, "the kept comment")
-    wait_until(lambda: tasks(state) == [], message="nothing left")
+    wait_until(lambda: tasks(config) == [], message="nothing left")
     assert len(bot_comments(pagure, "pungi", 20)) == 1
     hub.wait_for_log(r"INFO poormanci .*2 request\(s\) kept for a working Pagure token: trying them now")
     hub.wait_for_log(r"INFO poormanci .*Pagure token of cibot: ")
@@ -69,18 +68,17 @@ def test_reports_refused_for_the_token_wait_and_go_after_a_restart(jenkins, pagu
 def test_a_missing_acl_is_named_and_its_reports_retried_until_it_works(jenkins, pagure, make_config, hub_factory):
     pagure.add_token("NO-FLAG-ACL", ["pull_request_comment"], user="cibot")
     config = make_config(jenkins, pagure, pagure={"token": "NO-FLAG-ACL", "token_retry": 0.5})
-    state = Path(config["poormanci.state_dir"])
     hub = hub_factory(config)
     line = hub.wait_for_log(r"ERROR poormanci .*lacks the ACL pull_request_flag on (.*?);").group(1)
     assert set(line.split(", ")) == {"pungi", "rpms/python-foo"}
     hub.publish(messages.pr_new(pagure.add_pr("pungi", 21, author="alice")))
     wait_until(lambda: bot_comments(pagure, "pungi", 21), 15, "the comment, which the token may post")
-    wait_until(lambda: [t for t in tasks(state) if t["waiting_for_token"] and t["kind"] == "flag"], 15, "the flag kept")
+    wait_until(lambda: [t for t in tasks(config) if t["waiting_for_token"] and t["kind"] == "flag"], 15, "the flag kept")
     # The ACL is added (Pagure: a new token with it, same text): no restart needed.
     pagure.tokens["NO-FLAG-ACL"].acls.add("pull_request_flag")
     (flag,) = wait_until(lambda: pagure.flags("pungi", 21), 15, "the flag, on a periodic retry")
     assert flag["status"] == "success"
-    wait_until(lambda: tasks(state) == [], message="nothing left")
+    wait_until(lambda: tasks(config) == [], message="nothing left")
     # Said once at WARNING, the retries at DEBUG only.
     assert len([l for l in hub.log_text().splitlines() if "WARNING" in l and "refused by Pagure" in l]) == 1
 
@@ -152,10 +150,10 @@ EXPECTED_BUILDS = {("pungi", 1): 11, ("pungi", 2): 2, ("pungi", 3): 1, ("pungi",
                    ("rpms/python-foo", 1): 1, ("rpms/python-foo", 2): 1, ("pungi", 5): 1}
 
 
-def idle(state_dir) -> bool:
+def idle(config) -> bool:
     """Nothing left to do but wait for a trusted person."""
     try:
-        status = read_status(str(state_dir))
+        status = store_status(config)
     except RuntimeError:
         return False
     return not status["tasks"] and all(r["state"] == "gated" for r in status["open_runs"])
@@ -172,7 +170,6 @@ def test_the_recorded_pagure_run_builds_what_it_did_and_flags_only_its_own_prs(p
         # approve: the recorded poormanci's approval carried over to later pushes (PR 2).
         config = make_config(jenkins, pagure, trusted={"users": ["alice"], "committers": True}, approve="pull-request",
                              projects={"pungi": job, "rpms/python-foo": job}, pagure={"acl_refresh": 0.1})
-        state = Path(config["poormanci.state_dir"])
         for project in ("pungi", "rpms/python-foo"):
             pagure.add_project(project, owner="releng")
         hub = hub_factory(config)
@@ -189,7 +186,7 @@ def test_the_recorded_pagure_run_builds_what_it_did_and_flags_only_its_own_prs(p
             hub.publish(env)
             if ".pull-request." in topic and msg.get("agent") != "cibot":  # cibot: its own echoes
                 decided(hub, env)
-                wait_until(lambda: idle(state), 30, f"the work of {topic} ({env['msg_id']})")
+                wait_until(lambda: idle(config), 30, f"the work of {topic} ({env['msg_id']})")
 
         built = defaultdict(int)
         for trigger in jenkins.triggers:

@@ -27,7 +27,6 @@ import zmq
 import harness
 import messages
 from harness import decided
-from poormanci._core import read_status
 
 JOB = "pungi-pr"
 
@@ -68,7 +67,7 @@ def reported(pagure, pr_ids) -> bool:
 
 
 def store(config) -> dict:
-    return read_status(config["poormanci.state_dir"])
+    return harness.store_status(config)
 
 
 def settled(config, runs: bool = True) -> bool:

@@ -5,9 +5,12 @@ and recorded and built once the store can take it (issue 12, 4)."""
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 import messages
 
 
+@pytest.mark.sqlite_only("another process write-locks the SQLite file")
 def test_a_message_waits_in_memory_until_the_store_can_record_it(jenkins, pagure, make_config, hub_factory,
                                                                   wait_until):
     config = make_config(jenkins, pagure)

@@ -169,6 +169,7 @@ def test_metrics_pass_promtool(scene):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+@pytest.mark.sqlite_only("another process write-locks the SQLite file")
 def test_healthz_says_when_the_store_cannot_be_written(jenkins, pagure, make_config, hub_factory, wait_until, tmp_path):
     port = free_port()
     hub = hub_factory(web_config(make_config, jenkins, pagure, port))
@@ -216,6 +217,7 @@ def seed_old_store(path, runs):
     db.close()
 
 
+@pytest.mark.sqlite_only("an old SQLite file is migrated")
 def test_old_state_file_is_paged_and_pruned(jenkins, pagure, make_config, hub_factory, wait_until, tmp_path):
     # 120 runs of 5 days ago, one of 50 days (kept: 90 by default), one of 100 (pruned).
     seed_old_store(tmp_path / "state" / "poormanci.sqlite3", [(1000, 100), (1001, 50)] + [(i, 5) for i in range(1, 121)])
