@@ -249,9 +249,38 @@ pub enum Backend {
 
 pub enum Conn {
     Sqlite(rusqlite::Connection),
-    /// The client and its prepared statements (the engine is one thread:
-    /// a RefCell lets queries take `&self`, as rusqlite's do).
-    Postgres(RefCell<(postgres::Client, HashMap<String, postgres::Statement>)>),
+    /// The engine is one thread: a RefCell lets queries take `&self`, as rusqlite's do.
+    Postgres(RefCell<Postgres>),
+}
+
+/// A PostgreSQL client, its prepared statements, and how to connect again
+/// when the server went away (a restart, a failover): the next statement
+/// reconnects, so an instance outlives its database's restarts.
+pub struct Postgres {
+    client: Option<postgres::Client>,
+    statements: HashMap<String, postgres::Statement>,
+    connect: Box<dyn Fn() -> Result<postgres::Client> + Send>,
+}
+
+impl Postgres {
+    fn client(&mut self) -> Result<&mut postgres::Client> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = None;
+            self.statements.clear();
+            self.client = Some((self.connect)()?);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    fn prepared(&mut self, sql: &str) -> Result<postgres::Statement> {
+        self.client()?; // a new connection forgets the old one's statements
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client()?.prepare(&dollar_placeholders(sql))?;
+        self.statements.insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
+    }
 }
 
 /// A PostgreSQL connection as `cfg` says, the password read from its
@@ -266,8 +295,9 @@ pub fn connect_postgres(cfg: &crate::config::PostgresConfig, application_name: &
         config.connect_timeout(std::time::Duration::from_secs(10));
     }
     config.application_name(application_name);
-    let client = config.connect(postgres::NoTls)?;
-    Ok(Conn::postgres(client))
+    let connect = move || config.connect(postgres::NoTls).map_err(Error::from);
+    let client = connect()?;
+    Ok(Conn::Postgres(RefCell::new(Postgres { client: Some(client), statements: HashMap::new(), connect: Box::new(connect) })))
 }
 
 /// `?1` → `$1`: the one difference in placeholders.
@@ -319,15 +349,11 @@ impl Conn {
         }
     }
 
-    pub fn postgres(client: postgres::Client) -> Conn {
-        Conn::Postgres(RefCell::new((client, HashMap::new())))
-    }
-
     /// Statements without parameters, several separated by `;`.
     pub fn batch(&self, sql: &str) -> Result<()> {
         match self {
             Conn::Sqlite(db) => Ok(db.execute_batch(sql)?),
-            Conn::Postgres(pg) => Ok(pg.borrow_mut().0.batch_execute(sql)?),
+            Conn::Postgres(pg) => Ok(pg.borrow_mut().client()?.batch_execute(sql)?),
         }
     }
 
@@ -337,9 +363,9 @@ impl Conn {
             Conn::Sqlite(db) => Ok(db.prepare_cached(sql)?.execute(rusqlite::params_from_iter(params))?),
             Conn::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
-                let stmt = Self::prepared(&mut pg, sql)?;
+                let stmt = pg.prepared(sql)?;
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-                Ok(pg.0.execute(&stmt, &refs)? as usize)
+                Ok(pg.client()?.execute(&stmt, &refs)? as usize)
             }
         }
     }
@@ -357,9 +383,9 @@ impl Conn {
             }
             Conn::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
-                let stmt = Self::prepared(&mut pg, sql)?;
+                let stmt = pg.prepared(sql)?;
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-                let rows = pg.0.query(&stmt, &refs)?;
+                let rows = pg.client()?.query(&stmt, &refs)?;
                 rows.iter().map(|r| (0..r.len()).map(|i| from_postgres(r, i)).collect::<Result<Vec<_>>>().map(Row)).collect()
             }
         }
@@ -380,15 +406,6 @@ impl Conn {
 
     pub fn exists(&self, sql: &str, params: &[Value]) -> Result<bool> {
         Ok(self.query_opt(sql, params)?.is_some())
-    }
-
-    fn prepared(pg: &mut (postgres::Client, HashMap<String, postgres::Statement>), sql: &str) -> Result<postgres::Statement> {
-        if let Some(stmt) = pg.1.get(sql) {
-            return Ok(stmt.clone());
-        }
-        let stmt = pg.0.prepare(&dollar_placeholders(sql))?;
-        pg.1.insert(sql.to_string(), stmt.clone());
-        Ok(stmt)
     }
 
     /// The SQLite connection, for what only SQLite has (its file's checks and pragmas).
