@@ -13,6 +13,8 @@
 //! ```
 
 pub mod api;
+#[cfg(test)]
+mod both_backends;
 pub mod config;
 pub mod history;
 pub mod metrics;
