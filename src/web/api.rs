@@ -1,8 +1,8 @@
 //! `/api/v1/…`: the pages' data as JSON (documented in the README).
 
-use crate::db::{self, Conn};
 use serde_json::{json, Value};
 
+use crate::db::{self, Conn};
 use crate::web::pages::{self, PAGE};
 use crate::web::read;
 use crate::web::view::Site;

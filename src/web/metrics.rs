@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-use crate::db::{self, Conn};
 
+use crate::db::{self, Conn};
 use crate::policy::{Decision, Outcome};
 use crate::pagure::FlagStatus;
 use crate::store::{Run, Store, Task};
