@@ -8,6 +8,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::config::PostgresConfig;
+
 /// A value going into, or coming out of, a statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -70,7 +72,11 @@ impl From<postgres::Error> for Error {
         // The server's own message (`db error: ERROR: ...`) names the problem; never the password.
         let message = match e.as_db_error() {
             Some(db) => format!("PostgreSQL: {}", db.message()),
-            None => format!("PostgreSQL: {e}"),
+            // `error connecting to server` says little without its cause (`Connection refused`).
+            None => match std::error::Error::source(&e) {
+                Some(cause) => format!("PostgreSQL: {e}: {cause}"),
+                None => format!("PostgreSQL: {e}"),
+            },
         };
         Error { kind, message }
     }
@@ -417,6 +423,27 @@ impl Conn {
     }
 }
 
+/// A connection to the PostgreSQL database of `poormanci.store`: the DSN,
+/// the password from its file (one trailing newline dropped), no TLS. Named
+/// `application_name` in `pg_stat_activity` unless the DSN names it.
+pub fn connect_postgres(cfg: &PostgresConfig, application_name: &str) -> Result<Conn> {
+    let mut pg: postgres::Config = cfg.dsn.parse().map_err(|e| Error::other(format!("poormanci.store.dsn: {e}")))?;
+    if let Some(file) = &cfg.password_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Error::other(format!("poormanci.store.password_file {}: {e}", file.display())))?;
+        let password = text.strip_suffix("\r\n").or_else(|| text.strip_suffix('\n')).unwrap_or(&text);
+        pg.password(password);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name(application_name);
+    }
+    // libpq's default is to wait for ever on a host that does not answer.
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    Ok(Conn::postgres(pg.connect(postgres::NoTls)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,5 +466,29 @@ mod tests {
         assert!(rows[1].get::<String>(2).is_err());
         assert_eq!(db.value::<f64>("SELECT max(f) FROM t", &[]).unwrap(), Some(2.0));
         assert_eq!(db.value::<f64>("SELECT max(f) FROM t WHERE i = 99", &[]).unwrap(), None);
+    }
+
+    /// Refused (nobody listens), or refused by the server (a wrong password,
+    /// against the PostgreSQL of POORMANCI_TEST_PG_DSN when there is one):
+    /// the error says why, never with the password in it.
+    #[test]
+    fn a_connection_error_never_shows_the_password() {
+        let dir = std::env::temp_dir().join(format!("poormanci-db-password-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "HUSH-9f3a\n").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut dsns = vec![(format!("host=127.0.0.1 port={port} dbname=poormanci user=ci"), "Connection refused")];
+        if std::env::var_os("POORMANCI_TEST_PG_PASSWORD_FILE").is_some() {
+            dsns.extend(std::env::var("POORMANCI_TEST_PG_DSN").map(|dsn| (dsn, "password authentication failed")));
+        }
+        for (dsn, why) in dsns {
+            let e = connect_postgres(&PostgresConfig { dsn, password_file: Some(file.clone()) }, "poormanci-test").err().unwrap();
+            assert!(e.message.starts_with("PostgreSQL: ") && e.message.contains(why) && !e.message.contains("HUSH"), "{e}");
+        }
+        let missing = dir.join("missing");
+        let e = connect_postgres(&PostgresConfig { dsn: "host=127.0.0.1".into(), password_file: Some(missing) }, "t").err().unwrap();
+        assert!(e.message.starts_with("poormanci.store.password_file ") && e.message.contains("missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
