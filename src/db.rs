@@ -291,16 +291,19 @@ impl Postgres {
 
 /// A PostgreSQL connection as `cfg` says, the password read from its
 /// file (never from the DSN, never in an error message). Without TLS.
-pub fn connect_postgres(cfg: &crate::config::PostgresConfig, application_name: &str) -> Result<Conn> {
+pub fn connect_postgres(cfg: &PostgresConfig, application_name: &str) -> Result<Conn> {
     let mut config: postgres::Config = cfg.dsn.parse().map_err(|e| Error::other(format!("poormanci.store.dsn: {e}")))?;
     if let Some(file) = &cfg.password_file {
-        let password = std::fs::read_to_string(file).map_err(|e| Error::other(format!("cannot read poormanci.store.password_file {}: {e}", file.display())))?;
-        config.password(password.strip_suffix('\n').unwrap_or(&password));
+        let text = std::fs::read_to_string(file).map_err(|e| Error::other(format!("poormanci.store.password_file {}: {e}", file.display())))?;
+        config.password(text.strip_suffix("\r\n").or_else(|| text.strip_suffix('\n')).unwrap_or(&text));
     }
+    if config.get_application_name().is_none() {
+        config.application_name(application_name);
+    }
+    // libpq's default is to wait for ever on a host that does not answer.
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(10));
     }
-    config.application_name(application_name);
     let connect = move || config.connect(postgres::NoTls).map_err(Error::from);
     let client = connect()?;
     Ok(Conn::Postgres(RefCell::new(Postgres { client: Some(client), statements: HashMap::new(), connect: Box::new(connect) })))
@@ -423,26 +426,6 @@ impl Conn {
     }
 }
 
-/// A connection to the PostgreSQL database of `poormanci.store`: the DSN,
-/// the password from its file (one trailing newline dropped), no TLS. Named
-/// `application_name` in `pg_stat_activity` unless the DSN names it.
-pub fn connect_postgres(cfg: &PostgresConfig, application_name: &str) -> Result<Conn> {
-    let mut pg: postgres::Config = cfg.dsn.parse().map_err(|e| Error::other(format!("poormanci.store.dsn: {e}")))?;
-    if let Some(file) = &cfg.password_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| Error::other(format!("poormanci.store.password_file {}: {e}", file.display())))?;
-        let password = text.strip_suffix("\r\n").or_else(|| text.strip_suffix('\n')).unwrap_or(&text);
-        pg.password(password);
-    }
-    if pg.get_application_name().is_none() {
-        pg.application_name(application_name);
-    }
-    // libpq's default is to wait for ever on a host that does not answer.
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(std::time::Duration::from_secs(10));
-    }
-    Ok(Conn::postgres(pg.connect(postgres::NoTls)?))
-}
 
 #[cfg(test)]
 mod tests {

@@ -299,11 +299,10 @@ mod tests {
 
     // needs the lead's store: `store.conn()` giving a `&db::Conn` (until then
     // crate::web::both_backends covers the same on the pages' own tables).
-    #[cfg(any())]
-    #[test]
+        #[test]
     fn text_from_the_bus_is_escaped_and_secrets_hidden() {
         let store = crate::store::Store::open_in_memory();
-        let db = store.conn().sqlite().unwrap();
+        let db = store.conn();
         let spec = crate::policy::RunSpec {
             project: "pungi".into(),
             pr: 5,
