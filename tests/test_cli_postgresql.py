@@ -162,8 +162,7 @@ def test_check_config_says_why_it_cannot_connect_on_one_line(run, tmp_path, jenk
         "wrong-password": ({"password_file": str(wrong)}, store,
                            f'PostgreSQL: password authentication failed for user "{postgres.ROLE}"'),
         "no-password-file": ({"password_file": str(tmp_path / "missing")}, store,
-                             f"cannot read poormanci.store.password_file {tmp_path / 'missing'}: "
-                             "No such file or directory"),
+                             f"poormanci.store.password_file {tmp_path / 'missing'}: No such file or directory"),
         "server-down": ({"dsn": good["poormanci.store"]["dsn"].replace(f"port={postgresql.port}", f"port={port}")},
                         down, "PostgreSQL: error connecting to server: Connection refused"),
     }
