@@ -871,7 +871,7 @@ impl Store {
         let rows = self.db.query(
             &format!(
                 "SELECT t.id, t.run, t.kind, t.due, t.attempts, t.last_error, r.project, r.pr, r.job, {held}, {owner}
-                 FROM tasks t LEFT JOIN runs r ON r.id = t.run ORDER BY t.due"
+                 FROM tasks t LEFT JOIN runs r ON r.id = t.run ORDER BY t.due, t.id"
             ),
             &[],
         )?;
