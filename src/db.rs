@@ -8,6 +8,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::config::PostgresConfig;
+
 /// A value going into, or coming out of, a statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -70,7 +72,11 @@ impl From<postgres::Error> for Error {
         // The server's own message (`db error: ERROR: ...`) names the problem; never the password.
         let message = match e.as_db_error() {
             Some(db) => format!("PostgreSQL: {}", db.message()),
-            None => format!("PostgreSQL: {e}"),
+            // `error connecting to server` says little without its cause (`Connection refused`).
+            None => match std::error::Error::source(&e) {
+                Some(cause) => format!("PostgreSQL: {e}: {cause}"),
+                None => format!("PostgreSQL: {e}"),
+            },
         };
         Error { kind, message }
     }
@@ -249,25 +255,58 @@ pub enum Backend {
 
 pub enum Conn {
     Sqlite(rusqlite::Connection),
-    /// The client and its prepared statements (the engine is one thread:
-    /// a RefCell lets queries take `&self`, as rusqlite's do).
-    Postgres(RefCell<(postgres::Client, HashMap<String, postgres::Statement>)>),
+    /// The engine is one thread: a RefCell lets queries take `&self`, as rusqlite's do.
+    Postgres(RefCell<Postgres>),
+}
+
+/// A PostgreSQL client, its prepared statements, and how to connect again
+/// when the server went away (a restart, a failover): the next statement
+/// reconnects, so an instance outlives its database's restarts.
+pub struct Postgres {
+    client: Option<postgres::Client>,
+    statements: HashMap<String, postgres::Statement>,
+    connect: Box<dyn Fn() -> Result<postgres::Client> + Send>,
+}
+
+impl Postgres {
+    fn client(&mut self) -> Result<&mut postgres::Client> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = None;
+            self.statements.clear();
+            self.client = Some((self.connect)()?);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    fn prepared(&mut self, sql: &str) -> Result<postgres::Statement> {
+        self.client()?; // a new connection forgets the old one's statements
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client()?.prepare(&dollar_placeholders(sql))?;
+        self.statements.insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
+    }
 }
 
 /// A PostgreSQL connection as `cfg` says, the password read from its
 /// file (never from the DSN, never in an error message). Without TLS.
-pub fn connect_postgres(cfg: &crate::config::PostgresConfig, application_name: &str) -> Result<Conn> {
+pub fn connect_postgres(cfg: &PostgresConfig, application_name: &str) -> Result<Conn> {
     let mut config: postgres::Config = cfg.dsn.parse().map_err(|e| Error::other(format!("poormanci.store.dsn: {e}")))?;
     if let Some(file) = &cfg.password_file {
-        let password = std::fs::read_to_string(file).map_err(|e| Error::other(format!("cannot read poormanci.store.password_file {}: {e}", file.display())))?;
-        config.password(password.strip_suffix('\n').unwrap_or(&password));
+        let text = std::fs::read_to_string(file).map_err(|e| Error::other(format!("poormanci.store.password_file {}: {e}", file.display())))?;
+        config.password(text.strip_suffix("\r\n").or_else(|| text.strip_suffix('\n')).unwrap_or(&text));
     }
+    if config.get_application_name().is_none() {
+        config.application_name(application_name);
+    }
+    // libpq's default is to wait for ever on a host that does not answer.
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(10));
     }
-    config.application_name(application_name);
-    let client = config.connect(postgres::NoTls)?;
-    Ok(Conn::postgres(client))
+    let connect = move || config.connect(postgres::NoTls).map_err(Error::from);
+    let client = connect()?;
+    Ok(Conn::Postgres(RefCell::new(Postgres { client: Some(client), statements: HashMap::new(), connect: Box::new(connect) })))
 }
 
 /// `?1` → `$1`: the one difference in placeholders.
@@ -319,15 +358,11 @@ impl Conn {
         }
     }
 
-    pub fn postgres(client: postgres::Client) -> Conn {
-        Conn::Postgres(RefCell::new((client, HashMap::new())))
-    }
-
     /// Statements without parameters, several separated by `;`.
     pub fn batch(&self, sql: &str) -> Result<()> {
         match self {
             Conn::Sqlite(db) => Ok(db.execute_batch(sql)?),
-            Conn::Postgres(pg) => Ok(pg.borrow_mut().0.batch_execute(sql)?),
+            Conn::Postgres(pg) => Ok(pg.borrow_mut().client()?.batch_execute(sql)?),
         }
     }
 
@@ -337,9 +372,9 @@ impl Conn {
             Conn::Sqlite(db) => Ok(db.prepare_cached(sql)?.execute(rusqlite::params_from_iter(params))?),
             Conn::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
-                let stmt = Self::prepared(&mut pg, sql)?;
+                let stmt = pg.prepared(sql)?;
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-                Ok(pg.0.execute(&stmt, &refs)? as usize)
+                Ok(pg.client()?.execute(&stmt, &refs)? as usize)
             }
         }
     }
@@ -357,9 +392,9 @@ impl Conn {
             }
             Conn::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
-                let stmt = Self::prepared(&mut pg, sql)?;
+                let stmt = pg.prepared(sql)?;
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-                let rows = pg.0.query(&stmt, &refs)?;
+                let rows = pg.client()?.query(&stmt, &refs)?;
                 rows.iter().map(|r| (0..r.len()).map(|i| from_postgres(r, i)).collect::<Result<Vec<_>>>().map(Row)).collect()
             }
         }
@@ -382,15 +417,6 @@ impl Conn {
         Ok(self.query_opt(sql, params)?.is_some())
     }
 
-    fn prepared(pg: &mut (postgres::Client, HashMap<String, postgres::Statement>), sql: &str) -> Result<postgres::Statement> {
-        if let Some(stmt) = pg.1.get(sql) {
-            return Ok(stmt.clone());
-        }
-        let stmt = pg.0.prepare(&dollar_placeholders(sql))?;
-        pg.1.insert(sql.to_string(), stmt.clone());
-        Ok(stmt)
-    }
-
     /// The SQLite connection, for what only SQLite has (its file's checks and pragmas).
     pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
         match self {
@@ -399,6 +425,7 @@ impl Conn {
         }
     }
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -422,5 +449,29 @@ mod tests {
         assert!(rows[1].get::<String>(2).is_err());
         assert_eq!(db.value::<f64>("SELECT max(f) FROM t", &[]).unwrap(), Some(2.0));
         assert_eq!(db.value::<f64>("SELECT max(f) FROM t WHERE i = 99", &[]).unwrap(), None);
+    }
+
+    /// Refused (nobody listens), or refused by the server (a wrong password,
+    /// against the PostgreSQL of POORMANCI_TEST_PG_DSN when there is one):
+    /// the error says why, never with the password in it.
+    #[test]
+    fn a_connection_error_never_shows_the_password() {
+        let dir = std::env::temp_dir().join(format!("poormanci-db-password-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "HUSH-9f3a\n").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut dsns = vec![(format!("host=127.0.0.1 port={port} dbname=poormanci user=ci"), "Connection refused")];
+        if std::env::var_os("POORMANCI_TEST_PG_PASSWORD_FILE").is_some() {
+            dsns.extend(std::env::var("POORMANCI_TEST_PG_DSN").map(|dsn| (dsn, "password authentication failed")));
+        }
+        for (dsn, why) in dsns {
+            let e = connect_postgres(&PostgresConfig { dsn, password_file: Some(file.clone()) }, "poormanci-test").err().unwrap();
+            assert!(e.message.starts_with("PostgreSQL: ") && e.message.contains(why) && !e.message.contains("HUSH"), "{e}");
+        }
+        let missing = dir.join("missing");
+        let e = connect_postgres(&PostgresConfig { dsn: "host=127.0.0.1".into(), password_file: Some(missing) }, "t").err().unwrap();
+        assert!(e.message.starts_with("poormanci.store.password_file ") && e.message.contains("missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -123,10 +123,22 @@ pub fn check_pagure_token<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> P
     Ok(pythonize::pythonize(py, &answer)?)
 }
 
-/// The state store's pending work, for `poormanci status`.
+/// The state store's pending work, for `poormanci status`: of a state_dir's
+/// SQLite file, or of the store the config (its `poormanci.*` keys) names.
 #[pyfunction]
-pub fn read_status<'py>(py: Python<'py>, state_dir: &str) -> PyResult<Bound<'py, PyAny>> {
-    let value = engine::status_of(std::path::Path::new(state_dir)).map_err(PyRuntimeError::new_err)?;
+pub fn read_status<'py>(py: Python<'py>, source: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let value = match source.extract::<String>() {
+        Ok(state_dir) => engine::status_of(std::path::Path::new(&state_dir)),
+        Err(_) => {
+            let value = plain_config(source).map_err(|p| ConfigError::new_err(p.join("\n")))?;
+            let cfg = Config::from_value(&value).map_err(|p| ConfigError::new_err(p.join("\n")))?;
+            match &cfg.store.postgresql {
+                Some(pg) => py.detach(|| store::Store::read_postgres(pg).and_then(|s| s.status().map_err(|e| e.to_string()))),
+                None => engine::status_of(&cfg.state_dir),
+            }
+        }
+    }
+    .map_err(PyRuntimeError::new_err)?;
     Ok(pythonize::pythonize(py, &value)?)
 }
 

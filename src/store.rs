@@ -333,6 +333,12 @@ impl Store {
         Ok(store)
     }
 
+    /// The shared PostgreSQL store as it is, for reading (nothing made or migrated).
+    pub fn read_postgres(pg: &PostgresConfig) -> std::result::Result<Store, String> {
+        let db = db::connect_postgres(pg, "poormanci status").map_err(|e| format!("cannot read the PostgreSQL state store: {e}"))?;
+        Ok(Store::new(db))
+    }
+
     /// The store in `dir`, made if new. A damaged one (not a database, or
     /// failing `PRAGMA quick_check`) is kept aside and replaced by an empty
     /// one, with one ERROR line: poormanci keeps working for new messages.
@@ -503,6 +509,30 @@ impl Store {
 
     pub fn rollback(&self) -> Result<()> {
         self.db.batch("ROLLBACK")
+    }
+
+    /// Mark where one input's statements begin (PostgreSQL: a failed
+    /// statement aborts the transaction; SQLite goes on, so it needs none).
+    pub fn savepoint(&self) -> Result<()> {
+        match self.db.backend() {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgresql => self.db.batch("SAVEPOINT input"),
+        }
+    }
+
+    /// Err when a statement since the savepoint failed.
+    pub fn release_savepoint(&self) -> Result<()> {
+        match self.db.backend() {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgresql => self.db.batch("RELEASE SAVEPOINT input"),
+        }
+    }
+
+    pub fn rollback_to_savepoint(&self) -> Result<()> {
+        match self.db.backend() {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgresql => self.db.batch("ROLLBACK TO SAVEPOINT input"),
+        }
     }
 
     /// Record a msg_id; false when it was already seen (by any instance).

@@ -50,7 +50,7 @@ def check_pagure_token(config: Mapping[str, Any]) -> _TokenVerdict:
     such project), ``warnings`` (Pagure unreachable: not checked) and a
     ``summary`` line once Pagure answered."""
 
-def read_status(state_dir: str) -> dict[str, Any]:
+def read_status(source: str | dict[str, Any]) -> dict[str, Any]:
     """What the state store in ``state_dir`` holds: runs not finished, tasks
     waiting or retrying and their last errors. Read-only; safe while a hub runs."""
 

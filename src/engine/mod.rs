@@ -41,12 +41,21 @@ const NEVER: f64 = 1e15;
 const MAX_UNRECORDED: usize = 10_000;
 
 /// A message the store could not record yet, kept to be tried again.
+#[derive(Clone)]
 struct Unrecorded {
     msg: Message,
     recorded: Option<Sender<()>>,
     since: f64,
 }
 
+/// What to keep of an input whose statements failed, to try it again.
+enum Retry {
+    Message(Unrecorded),
+    Answer(Input),
+    Nothing,
+}
+
+#[derive(Clone)]
 pub enum Input {
     Message(Message),
     /// A message whose sender waits until the store has recorded it (the
@@ -165,32 +174,25 @@ impl Engine {
                 continue;
             }
             for u in kept {
-                let handled = catch_unwind(AssertUnwindSafe(|| {
-                    self.recorded_message(u);
-                    self.ask_pagure_to_confirm(now());
-                }));
-                if handled.is_err() {
-                    error!("internal error while handling a message; it was dropped (see the panic message above)");
-                }
+                self.isolated(Retry::Message(u.clone()), |engine| {
+                    engine.recorded_message(u);
+                    engine.ask_pagure_to_confirm(now());
+                });
             }
             let mut answers = Vec::new();
             for input in batch.drain(..) {
-                let input = match input {
+                let retry = match &input {
                     // Kept, to be handled again if this transaction does not land.
-                    Input::Done { task, result } => {
-                        answers.push(Input::Done { task, result: result.clone() });
-                        Input::Done { task, result }
-                    }
-                    Input::Polled { results, requests } => {
-                        answers.push(Input::Polled { results: results.clone(), requests });
-                        Input::Polled { results, requests }
-                    }
-                    other => other,
+                    Input::Done { task, result } => Retry::Answer(Input::Done { task: *task, result: result.clone() }),
+                    Input::Polled { results, requests } => Retry::Answer(Input::Polled { results: results.clone(), requests: *requests }),
+                    Input::Message(msg) => Retry::Message(Unrecorded { msg: msg.clone(), recorded: None, since: 0.0 }),
+                    Input::Record { msg, recorded } => Retry::Message(Unrecorded { msg: msg.clone(), recorded: Some(recorded.clone()), since: 0.0 }),
+                    Input::Explain(..) | Input::Idle(_) | Input::Close(_) => Retry::Nothing,
                 };
-                // A bug must cost one input, never the engine thread.
-                if catch_unwind(AssertUnwindSafe(|| self.input(input))).is_err() {
-                    error!("internal error while handling an input; it was dropped (see the panic message above)");
+                if let Retry::Answer(answer) = &retry {
+                    answers.push(answer.clone());
                 }
+                self.isolated(retry, |engine| engine.input(input));
             }
             let committed = self.store.commit();
             web::metrics::heartbeat(committed.as_ref().map_err(|e| e.to_string()).copied());
@@ -245,8 +247,44 @@ impl Engine {
         if self.closing.is_some() {
             return Duration::from_millis(50);
         }
+        if !self.answers_again.is_empty() {
+            // Answers the store refused: again soon, not in a busy loop.
+            return Duration::from_millis(200);
+        }
         let next = self.store.next_due().ok().flatten().unwrap_or(f64::MAX);
         Duration::from_secs_f64((next - now()).clamp(0.005, 1.0))
+    }
+
+    /// Handle one input in the batch's transaction, alone: on PostgreSQL a
+    /// failed statement aborts the whole transaction, so each input has a
+    /// savepoint, and an input one of whose statements failed is undone
+    /// and kept to be tried again, without the others. A bug (a panic)
+    /// costs one input, never the engine thread.
+    fn isolated(&mut self, retry: Retry, handle: impl FnOnce(&mut Engine)) {
+        let marked = self.store.savepoint();
+        let (recorded_before, kept_before) = (self.in_batch.len(), self.unrecorded.len());
+        if catch_unwind(AssertUnwindSafe(|| handle(self))).is_err() {
+            error!("internal error while handling an input; it was dropped (see the panic message above)");
+        }
+        if marked.is_err() || self.store.release_savepoint().is_ok() {
+            return;
+        }
+        let _ = self.store.rollback_to_savepoint();
+        self.in_batch.truncate(recorded_before);
+        match retry {
+            Retry::Message(_) if self.unrecorded.len() > kept_before => {} // kept already
+            Retry::Message(u) => self.keep(u, "could not record it (see the line above)"),
+            Retry::Answer(answer) => {
+                if let Input::Done { task, .. } = &answer {
+                    self.in_flight.insert(*task);
+                }
+                if let Input::Polled { results, .. } = &answer {
+                    self.in_flight.extend(results.iter().map(|(t, _)| *t));
+                }
+                self.answers_again.push(answer);
+            }
+            Retry::Nothing => {}
+        }
     }
 
     fn input(&mut self, input: Input) {

@@ -1,8 +1,8 @@
 //! `/api/v1/…`: the pages' data as JSON (documented in the README).
 
-use rusqlite::Connection;
 use serde_json::{json, Value};
 
+use crate::db::{self, Conn};
 use crate::web::pages::{self, PAGE};
 use crate::web::read;
 use crate::web::view::Site;
@@ -11,7 +11,7 @@ use crate::web::view::Site;
 const MAX_LIMIT: usize = 200;
 
 /// `GET /api/v1/projects`: every configured project, its jobs and what waits.
-pub fn projects(site: &Site, db: &Connection) -> rusqlite::Result<Value> {
+pub fn projects(site: &Site, db: &Conn) -> db::Result<Value> {
     let mut counts = read::counts(db)?;
     let projects: Vec<Value> = site
         .cfg
@@ -32,7 +32,7 @@ pub fn projects(site: &Site, db: &Connection) -> rusqlite::Result<Value> {
 
 /// `GET /api/v1/runs?project=…[&before=<run id>][&limit=…]`: newest first;
 /// `next` is the URL of the following page, null on the last.
-pub fn runs(site: &Site, db: &Connection, project: &str, before: Option<i64>, limit: Option<usize>) -> rusqlite::Result<Value> {
+pub fn runs(site: &Site, db: &Conn, project: &str, before: Option<i64>, limit: Option<usize>) -> db::Result<Value> {
     let limit = limit.unwrap_or(PAGE).clamp(1, MAX_LIMIT);
     let rows = read::recent_runs(db, project, before, limit + 1)?;
     let next = (rows.len() > limit).then(|| format!("{}/api/v1/runs?project={}&before={}&limit={limit}", site.base, encode(project), rows[limit - 1].id));
@@ -41,7 +41,7 @@ pub fn runs(site: &Site, db: &Connection, project: &str, before: Option<i64>, li
 }
 
 /// `GET /api/v1/<project>/pull-request/<n>`: every run of the PR, newest first.
-pub fn pull_request(site: &Site, db: &Connection, project: &str, pr: u64) -> rusqlite::Result<Value> {
+pub fn pull_request(site: &Site, db: &Conn, project: &str, pr: u64) -> db::Result<Value> {
     let runs = pages::views(site, db, read::runs_of_pr(db, project, pr, 500)?)?;
     let approval = read::approval(db, project, pr)?;
     let first = runs.first();

@@ -45,7 +45,7 @@ pub fn pull_request(store: &Store, cfg: &Config, msg: &Message, now: f64) {
     }
     let result = store.conn().execute(
         "INSERT INTO pull_requests (project, pr, title, author, updated) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (project, pr) DO UPDATE SET title = coalesce(excluded.title, title), author = excluded.author, updated = excluded.updated",
+         ON CONFLICT (project, pr) DO UPDATE SET title = coalesce(excluded.title, pull_requests.title), author = excluded.author, updated = excluded.updated",
         vals![&e.pr.project, e.pr.id, e.pr.title.as_deref(), &e.pr.author, now],
     );
     if let Err(e) = result {

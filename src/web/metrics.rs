@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-use rusqlite::Connection;
 
+use crate::db::{self, Conn};
 use crate::policy::{Decision, Outcome};
 use crate::pagure::FlagStatus;
 use crate::store::{Run, Store, Task};
@@ -187,7 +187,7 @@ pub fn health() -> (Option<f64>, Option<String>) {
 // ---- scrape -------------------------------------------------------------
 
 /// The text exposition: this process's counters, then gauges read from the store now.
-pub fn scrape(db: &Connection, now: f64) -> Result<String, String> {
+pub fn scrape(db: &Conn, now: f64) -> Result<String, String> {
     let gauges = Registry::new();
     let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, String> {
         let g = IntGaugeVec::new(Opts::new(name, help), labels).map_err(|e| e.to_string())?;
@@ -198,11 +198,8 @@ pub fn scrape(db: &Connection, now: f64) -> Result<String, String> {
     let oldest = gauge("poormanci_task_oldest_age_seconds", "Age of the oldest pending task, by kind.", &["kind"])?;
     let runs = gauge("poormanci_runs", "Runs in the state store, by project and state (done: the history kept, counted every 30 s).", &["project", "state"])?;
     let beat = gauge("poormanci_engine_heartbeat_age_seconds", "Seconds since the engine thread last finished a turn.", &[])?;
-    let sql = |e: rusqlite::Error| format!("state store: {e}");
-    let mut stmt = db.prepare_cached("SELECT kind, count(*), min(created) FROM tasks GROUP BY kind").map_err(sql)?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<f64>>(2)?))).map_err(sql)?;
-    for row in rows {
-        let (kind, n, created) = row.map_err(sql)?;
+    let sql = |e: db::Error| format!("state store: {e}");
+    for (kind, n, created) in crate::web::read::pending_tasks_by_kind(db).map_err(sql)? {
         pending.with_label_values(&[&kind]).set(n);
         oldest.with_label_values(&[&kind]).set(created.map_or(0, |c| (now - c).max(0.0) as i64));
     }
@@ -229,7 +226,7 @@ const DONE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 type Counted = (std::time::Instant, Vec<(String, i64)>);
 static DONE: Mutex<Option<Counted>> = Mutex::new(None);
 
-fn done_runs(db: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+fn done_runs(db: &Conn) -> db::Result<Vec<(String, i64)>> {
     if let Some((at, counts)) = DONE.lock().ok().and_then(|d| d.clone()) {
         if at.elapsed() < DONE_TTL {
             return Ok(counts);

@@ -13,6 +13,8 @@
 //! ```
 
 pub mod api;
+#[cfg(test)]
+mod both_backends;
 pub mod config;
 pub mod history;
 pub mod metrics;
@@ -53,7 +55,7 @@ pub fn start(rt: &tokio::runtime::Runtime, cfg: Arc<Config>) -> Result<Option<So
     let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("poormanci.web.listen: cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| format!("poormanci.web.listen: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| format!("poormanci.web.listen: {e}"))?;
-    let app = Arc::new(App { db: read::Db::new(&cfg.state_dir), site: view::Site::new(cfg) });
+    let app = Arc::new(App { db: read::Db::new(&cfg), site: view::Site::new(cfg) });
     let router = router(app);
     rt.spawn(async move {
         let served = match tokio::net::TcpListener::from_std(listener) {
@@ -113,8 +115,9 @@ fn text(status: StatusCode, body: String) -> Response {
     with_headers(status, "text/plain; charset=utf-8", body)
 }
 
-/// Run `f` on a blocking thread (SQLite and rendering), keeping the
-/// runtime's two workers free for the peers' requests.
+/// Run `f` on a blocking thread (the store's queries and rendering),
+/// keeping the runtime's two workers free for the peers' requests; the
+/// PostgreSQL client must not be called from async code at all.
 async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
     tokio::task::spawn_blocking(f)
         .await
@@ -240,7 +243,7 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     blocking(move || {
         let (beat, store_error) = metrics::health();
-        let readable = app.db.with(|db| db.query_row("SELECT count(*) FROM tasks", [], |r| r.get::<_, i64>(0))).map(|_| ());
+        let readable = app.db.with(|db| db.value::<i64>("SELECT count(*) FROM tasks", &[])).map(|_| ());
         match verdict(crate::engine::now(), beat, store_error.map(|e| app.site.redact(&e)), readable) {
             Ok(ok) => text(StatusCode::OK, format!("{ok}\n")),
             Err(problems) => text(StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {problems}\n")),

@@ -1,39 +1,67 @@
-//! The pages' queries, on read-only connections of their own (WAL: a reader
-//! never waits for the engine's writes, nor holds them up). Every query is
-//! served by an index, so a page costs the same with 50 000 runs as with 50.
+//! The pages' queries, on read-only connections of their own: to the SQLite
+//! file (WAL: a reader never waits for the engine's writes, nor holds them
+//! up), or to the PostgreSQL database the instances share. Every query is
+//! served by an index, so a page costs the same with 50 000 runs as with 50,
+//! and is written once, in SQL both databases understand.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, Row};
-use serde::Serialize;
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::{Config, PostgresConfig};
+use crate::db::{self, vals, Conn, Row};
 use crate::work::RunState;
 
 /// Connections kept open between requests.
 const POOL: usize = 4;
 
+/// What a page's PostgreSQL connection may do: read, and not for long (a
+/// page never holds up the engines, and never piles up threads behind a lock).
+const POSTGRES_READER: &str = "SET default_transaction_read_only = on; SET statement_timeout = '5s'";
+
+enum Source {
+    Sqlite(PathBuf),
+    Postgres(PostgresConfig),
+}
+
 pub struct Db {
-    path: PathBuf,
-    pool: Mutex<Vec<Connection>>,
+    source: Source,
+    pool: Mutex<Vec<Conn>>,
 }
 
 impl Db {
-    pub fn new(state_dir: &Path) -> Db {
-        Db { path: state_dir.join("poormanci.sqlite3"), pool: Mutex::new(Vec::new()) }
+    /// The store `poormanci.store` names: SQLite in state_dir, or PostgreSQL.
+    pub fn new(cfg: &Config) -> Db {
+        let source = match &cfg.store.postgresql {
+            Some(pg) => Source::Postgres(pg.clone()),
+            None => Source::Sqlite(cfg.state_dir.join("poormanci.sqlite3")),
+        };
+        Db { source, pool: Mutex::new(Vec::new()) }
     }
 
-    fn open(&self) -> rusqlite::Result<Connection> {
-        let db = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        db.busy_timeout(Duration::from_secs(2))?;
-        Ok(db)
+    fn open(&self) -> db::Result<Conn> {
+        match &self.source {
+            Source::Sqlite(path) => {
+                let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+                db.busy_timeout(Duration::from_secs(2))?;
+                Ok(Conn::Sqlite(db))
+            }
+            Source::Postgres(cfg) => {
+                let db = db::connect_postgres(cfg, "poormanci-web")?;
+                db.batch(POSTGRES_READER)?;
+                Ok(db)
+            }
+        }
     }
 
-    /// Run `f` on a pooled connection (blocking: call from a blocking thread).
-    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
+    /// Run `f` on a pooled connection (blocking: call from a blocking thread,
+    /// never from async code: the PostgreSQL client runs a runtime of its own).
+    pub fn with<T>(&self, f: impl FnOnce(&Conn) -> db::Result<T>) -> Result<T, String> {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
         let db = match pooled {
             Some(db) => db,
@@ -48,6 +76,18 @@ impl Db {
             }
         }
         result
+    }
+}
+
+impl Drop for Db {
+    /// A PostgreSQL client closes by running a runtime of its own, which
+    /// panics on a thread of the server's runtime, where the server (and
+    /// this pool) is dropped when the runtime stops: close them on their own thread.
+    fn drop(&mut self) {
+        let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if tokio::runtime::Handle::try_current().is_ok() && pool.iter().any(|db| db.backend() == db::Backend::Postgresql) {
+            let _ = std::thread::Builder::new().name("poormanci-web-close".into()).spawn(move || drop(pool));
+        }
     }
 }
 
@@ -80,7 +120,7 @@ const RUN_SELECT: &str = "SELECT r.id, r.project, r.pr, p.title, p.author, r.job
     r.state, r.outcome, r.reason, r.created, r.started, r.finished
     FROM runs r LEFT JOIN pull_requests p ON p.project = r.project AND p.pr = r.pr";
 
-fn run_from(r: &Row) -> rusqlite::Result<RunRow> {
+fn run_from(r: &Row) -> db::Result<RunRow> {
     let outcome: Option<String> = r.get(12)?;
     Ok(RunRow {
         id: r.get(0)?,
@@ -104,17 +144,15 @@ fn run_from(r: &Row) -> rusqlite::Result<RunRow> {
 }
 
 /// The newest runs of a project, older than run `before` when given.
-pub fn recent_runs(db: &Connection, project: &str, before: Option<i64>, limit: usize) -> rusqlite::Result<Vec<RunRow>> {
-    let mut stmt = db.prepare_cached(&format!("{RUN_SELECT} WHERE r.project = ?1 AND r.id < ?2 ORDER BY r.id DESC LIMIT ?3"))?;
-    let rows = stmt.query_map(params![project, before.unwrap_or(i64::MAX), limit as i64], run_from)?;
-    rows.collect()
+pub fn recent_runs(db: &Conn, project: &str, before: Option<i64>, limit: usize) -> db::Result<Vec<RunRow>> {
+    let sql = format!("{RUN_SELECT} WHERE r.project = ?1 AND r.id < ?2 ORDER BY r.id DESC LIMIT ?3");
+    db.query(&sql, vals![project, before.unwrap_or(i64::MAX), limit])?.iter().map(run_from).collect()
 }
 
 /// Every run of a PR, newest first (at most `limit`).
-pub fn runs_of_pr(db: &Connection, project: &str, pr: u64, limit: usize) -> rusqlite::Result<Vec<RunRow>> {
-    let mut stmt = db.prepare_cached(&format!("{RUN_SELECT} WHERE r.project = ?1 AND r.pr = ?2 ORDER BY r.id DESC LIMIT ?3"))?;
-    let rows = stmt.query_map(params![project, pr, limit as i64], run_from)?;
-    rows.collect()
+pub fn runs_of_pr(db: &Conn, project: &str, pr: u64, limit: usize) -> db::Result<Vec<RunRow>> {
+    let sql = format!("{RUN_SELECT} WHERE r.project = ?1 AND r.pr = ?2 ORDER BY r.id DESC LIMIT ?3");
+    db.query(&sql, vals![project, pr, limit])?.iter().map(run_from).collect()
 }
 
 /// A request still to make for a run.
@@ -127,33 +165,37 @@ pub struct TaskRow {
     pub next_try: f64,
 }
 
-pub fn tasks_of(db: &Connection, runs: impl IntoIterator<Item = i64>) -> rusqlite::Result<HashMap<i64, Vec<TaskRow>>> {
-    let mut stmt = db.prepare_cached("SELECT kind, attempts, last_error, due FROM tasks WHERE run = ?1 ORDER BY id")?;
-    let mut out = HashMap::new();
-    for run in runs {
-        let tasks = stmt
-            .query_map([run], |r| Ok(TaskRow { kind: r.get(0)?, attempts: r.get(1)?, last_error: r.get(2)?, next_try: r.get(3)? }))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        if !tasks.is_empty() {
-            out.insert(run, tasks);
+/// The pending tasks of these runs, by run, oldest first.
+pub fn tasks_of(db: &Conn, runs: impl IntoIterator<Item = i64>) -> db::Result<HashMap<i64, Vec<TaskRow>>> {
+    let runs: std::collections::HashSet<i64> = runs.into_iter().collect();
+    let (Some(first), Some(last)) = (runs.iter().min(), runs.iter().max()) else { return Ok(HashMap::new()) };
+    // One query for the page, not one per run (a round trip each on
+    // PostgreSQL): tasks are only the work still pending, so the few of
+    // other runs in the range cost nothing to skip.
+    let rows = db.query("SELECT run, kind, attempts, last_error, due FROM tasks WHERE run BETWEEN ?1 AND ?2 ORDER BY id", vals![*first, *last])?;
+    let mut out: HashMap<i64, Vec<TaskRow>> = HashMap::new();
+    for r in rows {
+        let run: i64 = r.get(0)?;
+        if runs.contains(&run) {
+            out.entry(run).or_default().push(TaskRow { kind: r.get(1)?, attempts: r.get(2)?, last_error: r.get(3)?, next_try: r.get(4)? });
         }
     }
     Ok(out)
 }
 
 /// The run of the same PR and job that came after this one: what superseded it.
-pub fn next_run(db: &Connection, run: &RunRow) -> rusqlite::Result<Option<(i64, Option<String>)>> {
-    let mut stmt =
-        db.prepare_cached("SELECT id, commit_id FROM runs WHERE project = ?1 AND pr = ?2 AND job = ?3 AND id > ?4 ORDER BY id LIMIT 1")?;
-    let mut rows = stmt.query_map(params![run.project, run.pr, run.job, run.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.next().transpose()
+pub fn next_run(db: &Conn, run: &RunRow) -> db::Result<Option<(i64, Option<String>)>> {
+    let row = db.query_opt(
+        "SELECT id, commit_id FROM runs WHERE project = ?1 AND pr = ?2 AND job = ?3 AND id > ?4 ORDER BY id LIMIT 1",
+        vals![&run.project, run.pr, &run.job, run.id],
+    )?;
+    row.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose()
 }
 
 /// Who approved the PR with `/ok-to-test`, and when.
-pub fn approval(db: &Connection, project: &str, pr: u64) -> rusqlite::Result<Option<(String, f64)>> {
-    let mut stmt = db.prepare_cached("SELECT by_user, at FROM approvals WHERE project = ?1 AND pr = ?2")?;
-    let mut rows = stmt.query_map(params![project, pr], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.next().transpose()
+pub fn approval(db: &Conn, project: &str, pr: u64) -> db::Result<Option<(String, f64)>> {
+    let row = db.query_opt("SELECT by_user, at FROM approvals WHERE project = ?1 AND pr = ?2", vals![project, pr])?;
+    row.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose()
 }
 
 /// How many of a project's runs wait, and how.
@@ -169,11 +211,9 @@ pub struct Counts {
     pub retrying: i64,
 }
 
-pub fn counts(db: &Connection) -> rusqlite::Result<BTreeMap<String, Counts>> {
+pub fn counts(db: &Conn) -> db::Result<BTreeMap<String, Counts>> {
     let mut out: BTreeMap<String, Counts> = BTreeMap::new();
-    let mut stmt = db.prepare_cached("SELECT project, state, count(*) FROM runs WHERE state != 'done' GROUP BY project, state")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))? {
-        let (project, state, n) = row?;
+    for (project, state, n) in open_runs_by_state(db)? {
         let c = out.entry(project).or_default();
         match RunState::parse(&state) {
             Some(RunState::Gated) => c.waiting_for_approval += n,
@@ -184,24 +224,25 @@ pub fn counts(db: &Connection) -> rusqlite::Result<BTreeMap<String, Counts>> {
         }
     }
     // Follows count their polls as attempts: polling is not retrying.
-    // CROSS JOIN: tasks (a few) drive the loop, never the runs (thousands).
-    let mut stmt = db.prepare_cached(
-        "SELECT r.project, count(DISTINCT r.id) FROM tasks t CROSS JOIN runs r ON r.id = t.run
-         WHERE t.attempts > 0 AND t.kind != 'follow' GROUP BY r.project",
+    // `id IN (tasks)`: the tasks (a few) drive the loop, each run found by
+    // its key, never a scan of the runs (thousands).
+    let rows = db.query(
+        "SELECT r.project, count(*) FROM runs r
+         WHERE r.id IN (SELECT t.run FROM tasks t WHERE t.attempts > 0 AND t.kind != 'follow') GROUP BY r.project",
+        &[],
     )?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (project, n) = row?;
-        out.entry(project).or_default().retrying = n;
+    for r in rows {
+        out.entry(r.get(0)?).or_default().retrying = r.get(1)?;
     }
     // A run whose trigger is being retried is shown as retrying, not as starting.
-    let mut stmt = db.prepare_cached(
-        "SELECT r.project, count(DISTINCT r.id) FROM tasks t CROSS JOIN runs r ON r.id = t.run
-         WHERE t.attempts > 0 AND t.kind = 'trigger' AND r.state = 'triggering' GROUP BY r.project",
+    let rows = db.query(
+        "SELECT r.project, count(*) FROM runs r
+         WHERE r.id IN (SELECT t.run FROM tasks t WHERE t.attempts > 0 AND t.kind = 'trigger') AND r.state = 'triggering' GROUP BY r.project",
+        &[],
     )?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (project, n) = row?;
-        let c = out.entry(project).or_default();
-        c.starting = (c.starting - n).max(0);
+    for r in rows {
+        let c = out.entry(r.get(0)?).or_default();
+        c.starting = (c.starting - r.get::<i64>(1)?).max(0);
     }
     Ok(out)
 }
@@ -215,28 +256,43 @@ pub struct Ended {
     pub result: Option<String>,
 }
 
-pub fn ended_since(db: &Connection, project: &str, since: f64) -> rusqlite::Result<Vec<Ended>> {
-    // Two fields read by SQLite: parsing thousands of outcomes here would cost more.
-    let mut stmt = db.prepare_cached(
-        "SELECT finished, started, json_extract(outcome, '$.kind'), json_extract(outcome, '$.result')
-         FROM runs WHERE project = ?1 AND state = 'done' AND finished >= ?2",
-    )?;
-    let rows = stmt.query_map(params![project, since], |r| Ok(Ended { finished: r.get(0)?, started: r.get(1)?, kind: r.get(2)?, result: r.get(3)? }))?;
-    rows.collect()
+/// The two fields of an outcome the charts need; the others are skipped unread.
+#[derive(Deserialize)]
+struct OutcomeWords {
+    kind: Option<String>,
+    result: Option<String>,
+}
+
+pub fn ended_since(db: &Conn, project: &str, since: f64) -> db::Result<Vec<Ended>> {
+    // The outcome is read here, not by the database: SQLite and PostgreSQL
+    // share no JSON function, and two fields cost about as much either way.
+    let rows = db.query("SELECT finished, started, outcome FROM runs WHERE project = ?1 AND state = 'done' AND finished >= ?2", vals![project, since])?;
+    rows.iter()
+        .map(|r| {
+            let outcome: Option<String> = r.get(2)?;
+            let words = outcome.and_then(|o| serde_json::from_str::<OutcomeWords>(&o).ok());
+            let (kind, result) = words.map_or((None, None), |w| (w.kind, w.result));
+            Ok(Ended { finished: r.get(0)?, started: r.get(1)?, kind, result })
+        })
+        .collect()
+}
+
+/// (kind, tasks, when the oldest was recorded) of the pending tasks, for `/metrics`.
+pub fn pending_tasks_by_kind(db: &Conn) -> db::Result<Vec<(String, i64, Option<f64>)>> {
+    let rows = db.query("SELECT kind, count(*), min(created) FROM tasks GROUP BY kind", &[])?;
+    rows.iter().map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).collect()
 }
 
 /// (project, state, runs) of the runs not finished, for `/metrics`.
-pub fn open_runs_by_state(db: &Connection) -> rusqlite::Result<Vec<(String, String, i64)>> {
-    let mut stmt = db.prepare_cached("SELECT project, state, count(*) FROM runs WHERE state != 'done' GROUP BY project, state")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    rows.collect()
+pub fn open_runs_by_state(db: &Conn) -> db::Result<Vec<(String, String, i64)>> {
+    let rows = db.query("SELECT project, state, count(*) FROM runs WHERE state != 'done' GROUP BY project, state", &[])?;
+    rows.iter().map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).collect()
 }
 
 /// (project, finished runs kept): counts every row of the history (a few ms at 50 000).
-pub fn done_runs_by_project(db: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut stmt = db.prepare_cached("SELECT project, count(*) FROM runs WHERE state = 'done' GROUP BY project")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.collect()
+pub fn done_runs_by_project(db: &Conn) -> db::Result<Vec<(String, i64)>> {
+    let rows = db.query("SELECT project, count(*) FROM runs WHERE state = 'done' GROUP BY project", &[])?;
+    rows.iter().map(|r| Ok((r.get(0)?, r.get(1)?))).collect()
 }
 
 #[cfg(test)]
