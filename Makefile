@@ -31,14 +31,8 @@ demo: venv
 # cargo test must not build pyo3 as an extension module (undefined Py* symbols at link).
 # pytest twice: on the SQLite store, then on PostgreSQL (skipped, saying why,
 # when this machine has no PostgreSQL server binaries).
-# cargo test gets a private PostgreSQL too when there is one (the store's PostgreSQL tests).
-CARGO_TEST = env -u PYO3_BUILD_EXTENSION_MODULE cargo test
 test: venv
-	@if $(PY) tests/postgres.py missing >/dev/null; then \
-		echo '$(PY) tests/postgres.py run -- $(CARGO_TEST)'; $(PY) tests/postgres.py run -- $(CARGO_TEST); \
-	else \
-		echo '$(CARGO_TEST)'; $(CARGO_TEST); \
-	fi
+	env -u PYO3_BUILD_EXTENSION_MODULE cargo test
 	MYPYPATH=python $(PY) -m mypy.stubtest poormanci._core
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 	@if reason=$$($(PY) tests/postgres.py missing); then \

@@ -239,39 +239,19 @@ def stop_shared():
             _shared = None
 
 
-def run(command: list[str]) -> int:
-    """Run ``command`` with a server of its own for its whole run, named by
-    POORMANCI_TEST_PG_DSN (the poormanci role, which may create databases,
-    without a dbname: its own database ``poormanci``) and
-    POORMANCI_TEST_PG_PASSWORD_FILE: the Rust store tests read them."""
-    with PostgreSQL() as server:
-        server.psql(f"ALTER ROLE {ROLE} CREATEDB")
-        server.database(ROLE)
-        env = {**os.environ, "POORMANCI_TEST_PG_DSN": f"host=127.0.0.1 port={server.port} user={ROLE}",
-               "POORMANCI_TEST_PG_PASSWORD_FILE": str(server.password_file)}
-        return subprocess.run(command, env=env).returncode
-
-
 if __name__ == "__main__":
-    args = sys.argv[1:]
     # `python tests/postgres.py missing`: the reason on stdout and exit status 1
     # when no server can be started here (the Makefile's PostgreSQL pass).
-    if args == ["missing"]:
+    if sys.argv[1:] == ["missing"]:
         reason = missing()
         print(reason or "PostgreSQL found")
         sys.exit(1 if reason else 0)
-    # `python tests/postgres.py run -- COMMAND...`: COMMAND with a server (cargo test).
-    if args[:2] == ["run", "--"] and args[2:]:
-        sys.exit(run(args[2:]))
     # `python tests/postgres.py`: start one and wait (a database to poke at by hand).
-    if not args:
-        with PostgreSQL() as server:
-            print(f"dsn: {server.dsn(server.database('poormanci'))}\npassword_file: {server.password_file}\n"
-                  f"psql: {server.bin / 'psql'} -h {server.socket_dir} -p {server.port} -U postgres", flush=True)
-            try:
-                while server.alive():
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-        sys.exit(0)
-    sys.exit("usage: postgres.py [missing | run -- COMMAND...]")
+    with PostgreSQL() as server:
+        print(f"dsn: {server.dsn(server.database('poormanci'))}\npassword_file: {server.password_file}\n"
+              f"psql: {server.bin / 'psql'} -h {server.socket_dir} -p {server.port} -U postgres", flush=True)
+        try:
+            while server.alive():
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
