@@ -139,7 +139,7 @@ class PostgreSQL:
             fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(password + "\n")
-            self.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}'")
+            self.psql(f"CREATE ROLE {ROLE} LOGIN CREATEDB PASSWORD '{password}'")
         except BaseException as e:
             self.stop()
             raise RuntimeError(f"PostgreSQL did not start: {e}\n{self.log_tail()}") from e
