@@ -251,6 +251,34 @@ class Hub:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def made_request(self, recorded) -> bool:
+        """Whether this hub sent ``recorded`` (a stand-in's request, still
+        being answered): its process holds the socket of that client port
+        (Linux: /proc/net/tcp and the process's fds)."""
+        if not self.alive() or recorded.client_port is None:
+            return False
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                rows = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                fields = row.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == recorded.client_port:
+                    inodes.add(f"socket:[{fields[9]}]")
+        try:
+            fds = os.listdir(f"/proc/{self.proc.pid}/fd")
+        except OSError:
+            return False
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{self.proc.pid}/fd/{fd}") in inodes:
+                    return True
+            except OSError:
+                continue
+        return False
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout`` s. Returns the exit code."""
         if not self.alive():

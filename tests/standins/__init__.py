@@ -33,6 +33,7 @@ class Recorded:
     time: float  # time.time() when it arrived
     status: int | None = None  # filled in once answered
     failed: str | None = None  # "500" / "500-after" / "timeout" when made to fail on purpose
+    client_port: int | None = None  # the client's TCP port (harness.Hub.made_request: which hub sent it)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -166,6 +167,7 @@ class StandIn:
             headers=dict(request.headers),
             json=body_json,
             time=time.time(),
+            client_port=int(environ["REMOTE_PORT"]) if environ.get("REMOTE_PORT") else None,
         )
         with self._lock:
             self.requests.append(rec)
