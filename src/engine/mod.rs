@@ -86,6 +86,8 @@ pub struct Engine {
     /// Task ids in flight: claimed in the store by this instance (see
     /// `Store::claim`), their claims renewed while they run.
     in_flight: HashSet<i64>,
+    /// The follows among them (one look at Jenkins answers for many).
+    following: HashSet<i64>,
     last_renewal: f64,
     /// Task answers handled in a batch whose commit failed: handled again.
     answers_again: Vec<Input>,
@@ -120,6 +122,7 @@ impl Engine {
             rt,
             tx,
             in_flight: HashSet::new(),
+            following: HashSet::new(),
             last_renewal: 0.0,
             answers_again: Vec::new(),
             closing: None,
@@ -414,8 +417,16 @@ impl Engine {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             return;
         }
+        // Claim no more than the peers' limits let this instance send at
+        // once: claimed tasks are this instance's until their lease ends, and
+        // the other instances take what is left.
+        let sending = self.in_flight.len() - self.following.len();
+        let room = (self.cfg.jenkins.peer.concurrency + self.cfg.pagure.peer.concurrency).min(MAX_IN_FLIGHT).saturating_sub(sending);
+        if room == 0 {
+            return;
+        }
         let t = now();
-        let due = match self.store.claim(t, MAX_IN_FLIGHT - self.in_flight.len(), None, None) {
+        let due = match self.store.claim(t, room, None, None) {
             Ok(due) => due,
             Err(e) => return error!("state store: cannot claim due tasks: {e}"),
         };
@@ -471,6 +482,7 @@ impl Engine {
         }
         for (id, _) in &follows {
             self.in_flight.insert(*id);
+            self.following.insert(*id);
         }
         let tx = self.tx.clone();
         self.rt.spawn(async move {

@@ -13,6 +13,7 @@ use crate::worker::TaskResult;
 impl Engine {
     pub(super) fn done(&mut self, id: i64, result: TaskResult) {
         self.in_flight.remove(&id);
+        self.following.remove(&id);
         let (Ok(Some(task)), t) = (self.store.task(id), now()) else { return };
         let Ok(Some(run)) = self.store.run(task.run) else {
             let _ = self.store.delete_task(id);
