@@ -1,7 +1,9 @@
 //! The one thread that owns the state: messages and task results come in
 //! on a channel, go through the policy, and become rows in the store; due
 //! tasks go out to the tokio runtime. Owning the store on one thread makes
-//! every decision atomic without locks.
+//! every decision atomic without locks; with several instances on one
+//! PostgreSQL store, the store's unique keys and claims (see `store`) keep
+//! their decisions apart.
 //!
 //! - here: the loop, dispatching due work, housekeeping
 //! - `on_message`: what a bus message does
