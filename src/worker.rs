@@ -184,6 +184,9 @@ pub async fn execute(cfg: Arc<Config>, peers: Arc<Peers>, task: Task, run: Run) 
 /// How many of a job's latest builds one look reads: enough to hold every
 /// build poormanci follows of that job, and a forgotten queue item's build.
 pub const RECENT_BUILDS: u32 = 50;
+/// How far back a forgotten queue item's build is looked for (one request,
+/// only then): a burst can push it past the recent ones before it is looked at.
+pub const FORGOTTEN_ITEM_BUILDS: u32 = 1000;
 
 /// One look at Jenkins for many followed runs: the queue once (when a run
 /// is still waiting) and each job's recent builds once, however many of
@@ -257,6 +260,13 @@ pub async fn poll(peers: Arc<Peers>, follows: Vec<(i64, Run)>) -> (Vec<(i64, Tas
                             Ok(QueueState::Started { number, .. }) => {
                                 requests += 1;
                                 jenkins.build(&run.job, number).await.map(TaskResult::Found)
+                            }
+                            Ok(QueueState::Gone) => {
+                                requests += 1;
+                                match jenkins.job_builds(&run.job, FORGOTTEN_ITEM_BUILDS).await {
+                                    Ok(list) => Ok(policy::build_of_queue_item(&list, q).map_or(TaskResult::Queue(QueueState::Gone), |b| TaskResult::Found(b.clone()))),
+                                    Err(e) => Err(e),
+                                }
                             }
                             other => other.map(TaskResult::Queue),
                         }

@@ -78,7 +78,7 @@ def test_a_build_truly_gone_is_an_error_that_says_so(jenkins, pagure, make_confi
     hub.start()
     (flag,) = wait_until(lambda: final_flags(pagure, "pungi", 33), timeout=20, message="the final flag")
     assert flag["status"] == "error"
-    assert "Jenkins forgot queue item 1 and no build among the last 50 of job pungi-pr came from it" in flag["comment"]
+    assert "Jenkins forgot queue item 1 and no build among the last 1000 of job pungi-pr came from it" in flag["comment"]
 
 
 # 3 ------------------------------------------------------------------------

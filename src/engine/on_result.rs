@@ -215,7 +215,7 @@ impl Engine {
                 let why = format!(
                     "Jenkins forgot queue item {} and no build among the last {} of job {} came from it",
                     run.queue_id.unwrap_or_default(),
-                    crate::worker::RECENT_BUILDS,
+                    crate::worker::FORGOTTEN_ITEM_BUILDS,
                     run.job
                 );
                 self.finish(run, Outcome::Lost { why }, t);
