@@ -5,6 +5,9 @@ have", and following per job rather than per build."""
 import re
 import time
 
+import urllib.parse
+import urllib.request
+
 import pytest
 
 import messages
@@ -64,6 +67,27 @@ def test_a_forgotten_queue_item_is_found_by_its_queue_id(jenkins, pagure, make_c
     (flag,) = wait_until(lambda: final_flags(pagure, "pungi", 32), timeout=20, message="the final flag")
     assert flag["status"] == "success" and flag["comment"].startswith("Build 1 successful")
     hub.wait_for_log(r"build #1 started \(found by its queue item\)")
+
+
+def test_a_forgotten_queue_items_build_is_found_past_the_recent_builds(jenkins, pagure, make_config, hub_factory,
+                                                                      wait_until):
+    """As above, but 60 other builds of the job ran meanwhile (a burst): the
+    build is no longer among the 50 a look reads, and is still found."""
+    jenkins.queue_delay, jenkins.build_time, jenkins.left_ttl = 2.0, 0.5, 0.5
+    pr = pagure.add_pr("pungi", 34)
+    hub = hub_factory(make_config(jenkins, pagure))
+    hub.publish(messages.pr_new(pr))
+    hub.wait_for_log(r"queued as queue item 1")
+    hub.stop()
+    for i in range(60):
+        form = urllib.parse.urlencode({"token": "BEEFCAFE", "BRANCH": f"other-{i}"}).encode()
+        urllib.request.urlopen(f"{jenkins.url}/job/pungi-pr/buildWithParameters", form, timeout=10).close()
+    wait_until(lambda: len(jenkins.builds("pungi-pr")) == 61 and not any(b["building"] for b in jenkins.builds("pungi-pr"))
+               and jenkins.queue_item(1) is None, timeout=30, message="61 builds done, the item forgotten")
+    hub.start()
+    (flag,) = wait_until(lambda: final_flags(pagure, "pungi", 34), timeout=20, message="the final flag")
+    assert flag["status"] == "success", flag
+    hub.wait_for_log(r"build #\d+ started \(found by its queue item\)")
 
 
 def test_a_build_truly_gone_is_an_error_that_says_so(jenkins, pagure, make_config, hub_factory, wait_until):
