@@ -52,15 +52,20 @@ def test_a_result_shown_while_building_is_not_the_end(jenkins, pagure, make_conf
 
 
 # 2 ------------------------------------------------------------------------
+def queued_then_stopped(jenkins, pagure, make_config, hub_factory, pr_id: int):
+    """A new PR of pungi triggered; the hub stopped once Jenkins queued it (item 1)."""
+    hub = hub_factory(make_config(jenkins, pagure))
+    hub.publish(messages.pr_new(pagure.add_pr("pungi", pr_id)))
+    hub.wait_for_log(r"queued as queue item 1")
+    hub.stop()
+    return hub
+
+
 def test_a_forgotten_queue_item_is_found_by_its_queue_id(jenkins, pagure, make_config, hub_factory, wait_until):
     """poormanci stopped while its item starts, leaves the queue and is
     forgotten, and Jenkins restarts too: started again, it finds the build."""
     jenkins.queue_delay, jenkins.build_time, jenkins.left_ttl = 2.0, 3.0, 0.5
-    pr = pagure.add_pr("pungi", 32)
-    hub = hub_factory(make_config(jenkins, pagure))
-    hub.publish(messages.pr_new(pr))
-    hub.wait_for_log(r"queued as queue item 1")
-    hub.stop()
+    hub = queued_then_stopped(jenkins, pagure, make_config, hub_factory, 32)
     wait_until(lambda: jenkins.builds("pungi-pr") and jenkins.queue_item(1) is None, message="the item forgotten")
     jenkins.restart()
     hub.start()
@@ -74,11 +79,7 @@ def test_a_forgotten_queue_items_build_is_found_past_the_recent_builds(jenkins, 
     """As above, but 60 other builds of the job ran meanwhile (a burst): the
     build is no longer among the 50 a look reads, and is still found."""
     jenkins.queue_delay, jenkins.build_time, jenkins.left_ttl = 2.0, 0.5, 0.5
-    pr = pagure.add_pr("pungi", 34)
-    hub = hub_factory(make_config(jenkins, pagure))
-    hub.publish(messages.pr_new(pr))
-    hub.wait_for_log(r"queued as queue item 1")
-    hub.stop()
+    hub = queued_then_stopped(jenkins, pagure, make_config, hub_factory, 34)
     for i in range(60):
         form = urllib.parse.urlencode({"token": "BEEFCAFE", "BRANCH": f"other-{i}"}).encode()
         urllib.request.urlopen(f"{jenkins.url}/job/pungi-pr/buildWithParameters", form, timeout=10).close()
@@ -92,11 +93,7 @@ def test_a_forgotten_queue_items_build_is_found_past_the_recent_builds(jenkins, 
 
 def test_a_build_truly_gone_is_an_error_that_says_so(jenkins, pagure, make_config, hub_factory, wait_until):
     jenkins.queue_delay, jenkins.build_time, jenkins.left_ttl = 2.0, 1.0, 0.5
-    pr = pagure.add_pr("pungi", 33)
-    hub = hub_factory(make_config(jenkins, pagure))
-    hub.publish(messages.pr_new(pr))
-    hub.wait_for_log(r"queued as queue item 1")
-    hub.stop()
+    hub = queued_then_stopped(jenkins, pagure, make_config, hub_factory, 33)
     wait_until(lambda: jenkins.builds("pungi-pr") and jenkins.queue_item(1) is None, message="the item forgotten")
     jenkins.delete_build("pungi-pr", 1)
     hub.start()
